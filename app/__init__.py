@@ -1,0 +1,1 @@
+"""Kura's HTTP layer: thin Starlette handlers over the ``storage`` façade."""

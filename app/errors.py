@@ -1,0 +1,131 @@
+"""The OCI error table and the one translation of storage errors into wire errors.
+
+Statuses follow distribution's ``errcode`` registrations, which the OCI spec's tables agree with.
+Handlers never catch: they raise ``StorageError`` (from storage) or ``OCIError`` (from HTTP parsing)
+and the handlers registered here answer with ``{"errors": [{"code", "message", "detail"}]}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from enum import Enum
+from typing import Final
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from storage import errors as se
+
+log = logging.getLogger("kura")
+
+
+class Code(Enum):
+    BLOB_UNKNOWN = (404, "blob unknown to registry")
+    BLOB_UPLOAD_INVALID = (400, "blob upload invalid")
+    BLOB_UPLOAD_UNKNOWN = (404, "blob upload unknown to registry")
+    DIGEST_INVALID = (400, "provided digest did not match uploaded content")
+    MANIFEST_BLOB_UNKNOWN = (400, "manifest references a manifest or blob unknown to registry")
+    MANIFEST_INVALID = (400, "manifest invalid")
+    MANIFEST_UNKNOWN = (404, "manifest unknown to registry")
+    NAME_INVALID = (400, "invalid repository name")
+    NAME_UNKNOWN = (404, "repository name not known to registry")
+    SIZE_INVALID = (400, "provided length did not match content length")
+    TAG_INVALID = (400, "manifest tag did not match URI")
+    UNAUTHORIZED = (401, "authentication required")
+    DENIED = (403, "requested access to the resource is denied")
+    UNSUPPORTED = (405, "the operation is unsupported")
+    TOOMANYREQUESTS = (429, "too many requests")
+    RANGE_INVALID = (416, "invalid content range")
+    PAGINATION_NUMBER_INVALID = (400, "invalid number of results requested")
+    UNKNOWN = (500, "unknown error")
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+
+
+class OCIError(Exception):
+    """An error the HTTP layer detects itself (a bad header, a bad query parameter)."""
+
+    def __init__(
+        self,
+        code: Code,
+        message: str | None = None,
+        detail: object = None,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message or code.message)
+        self.code = code
+        self.message = message or code.message
+        self.detail = detail
+        self.status = status or code.status
+        self.headers = dict(headers or {})
+
+
+# (code, status override) for each storage error; looked up along the MRO.
+FROM_STORAGE: Final[Mapping[type[se.StorageError], tuple[Code, int | None]]] = {
+    se.NameInvalid: (Code.NAME_INVALID, None),
+    se.NameUnknown: (Code.NAME_UNKNOWN, None),
+    se.TagInvalid: (Code.TAG_INVALID, None),
+    se.DigestInvalid: (Code.DIGEST_INVALID, None),
+    se.Unsupported: (Code.UNSUPPORTED, None),
+    se.ReadOnly: (Code.UNSUPPORTED, None),
+    se.BlobUnknown: (Code.BLOB_UNKNOWN, None),
+    se.SizeInvalid: (Code.SIZE_INVALID, None),
+    se.UploadUnknown: (Code.BLOB_UPLOAD_UNKNOWN, None),
+    se.UploadInvalid: (Code.BLOB_UPLOAD_INVALID, None),
+    se.RangeInvalid: (Code.RANGE_INVALID, None),
+    se.ManifestUnknown: (Code.MANIFEST_UNKNOWN, None),
+    se.ManifestInvalid: (Code.MANIFEST_INVALID, None),
+    se.ManifestBlobUnknown: (Code.MANIFEST_BLOB_UNKNOWN, None),
+    se.ManifestTooLarge: (Code.SIZE_INVALID, 413),
+}
+
+
+def error_response(
+    code: Code, message: str, detail: object, status: int, headers: Mapping[str, str] | None = None
+) -> Response:
+    body = {"errors": [{"code": code.name, "message": message, "detail": detail if detail is not None else {}}]}
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def storage_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, se.StorageError)
+    code, status = next((FROM_STORAGE[c] for c in type(exc).__mro__ if c in FROM_STORAGE), (Code.UNKNOWN, None))
+    headers: dict[str, str] = {}
+    if isinstance(exc, se.RangeInvalid):
+        # Tell the client where the upload really ends so it can resume from there.
+        headers["Range"] = f"0-{max(exc.size - 1, 0)}"
+        headers["Content-Range"] = f"bytes */{exc.size}"
+    return error_response(code, exc.message or code.message, exc.detail, status or code.status, headers)
+
+
+def oci_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OCIError)
+    return error_response(exc.code, exc.message, exc.detail, exc.status, exc.headers)
+
+
+def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return error_response(Code.UNSUPPORTED, "method not allowed on this endpoint", None, 405, exc.headers)
+    if exc.status_code == 404:
+        return error_response(Code.UNSUPPORTED, "no such endpoint", {"path": request.url.path[:300]}, 404)
+    return error_response(Code.UNKNOWN, str(exc.detail), None, exc.status_code, exc.headers)
+
+
+def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    # The detail is deliberately empty: an exception text could leak filesystem paths.
+    return error_response(Code.UNKNOWN, "internal error", None, 500)
+
+
+HANDLERS = {
+    se.StorageError: storage_error,
+    OCIError: oci_error,
+    HTTPException: http_error,
+    Exception: unexpected_error,
+}

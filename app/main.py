@@ -1,0 +1,58 @@
+"""The ASGI application: ``create_app(settings)``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.config import Settings
+from app.errors import HANDLERS
+from app.routes import ROUTES
+from storage import Options, Registry
+
+_COMMON_HEADERS = [
+    (b"docker-distribution-api-version", b"registry/2.0"),
+    (b"x-content-type-options", b"nosniff"),
+]
+
+
+class CommonHeaders:
+    """Adds the headers registry:2 puts on every response (docker checks the API version one)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *_COMMON_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(settings: Settings) -> Starlette:
+    registry = Registry(
+        settings.root,
+        Options(
+            delete_enabled=settings.storage.delete.enabled,
+            read_only=settings.storage.maintenance.readonly.enabled,
+        ),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+
+    app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
+    app.state.registry = registry
+    app.state.settings = settings
+    app.add_middleware(CommonHeaders)
+    return app

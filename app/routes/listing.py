@@ -1,0 +1,35 @@
+"""``tags/list`` and ``_catalog``: sorted, paginated with ``n``/``last`` and a ``Link`` header."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from app.http import next_link, page_size, registry
+
+
+async def list_tags(request: Request) -> Response:
+    name = request.path_params["name"]
+    tags = await registry(request).list_tags(name)
+    last = request.query_params.get("last")
+    if last:
+        tags = [t for t in tags if t > last]
+    n = page_size(request, default=None)
+    headers = {}
+    if n is not None and len(tags) > n:
+        tags = tags[:n]
+        if n > 0:
+            headers["Link"] = next_link(f"/v2/{name}/tags/list", n, tags[-1])
+    return JSONResponse({"name": name, "tags": tags}, headers=headers)
+
+
+async def catalog(request: Request) -> Response:
+    settings = request.app.state.settings
+    n = page_size(request, default=settings.catalog.maxentries, maximum=settings.catalog.maxentries)
+    assert n is not None
+    last = request.query_params.get("last") or None
+    repositories, more = await registry(request).list_repositories(n, last)
+    headers = {}
+    if more and repositories:
+        headers["Link"] = next_link("/v2/_catalog", n, repositories[-1])
+    return JSONResponse({"repositories": repositories}, headers=headers)

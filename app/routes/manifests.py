@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.errors import Code, OCIError
+from app.http import registry
+from storage.manifests import MAX_SIZE
+
+
+async def get_manifest(request: Request) -> Response:
+    # Served as stored, whatever Accept says: every client we know sends a full Accept list, and
+    # answering 404 to an old one (registry:2's behaviour for OCI types) helps nobody.
+    manifest = await registry(request).get_manifest(request.path_params["name"], request.path_params["reference"])
+    digest = str(manifest.digest)
+    headers = {"Docker-Content-Digest": digest, "ETag": f'"{digest}"'}
+    return Response(manifest.body, headers=headers, media_type=manifest.media_type)
+
+
+async def put_manifest(request: Request) -> Response:
+    name, reference = request.path_params["name"], request.path_params["reference"]
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_SIZE:
+            raise OCIError(Code.SIZE_INVALID, "manifest too large", {"max": MAX_SIZE}, status=413)
+    manifest = await registry(request).put_manifest(name, reference, bytes(data), request.headers.get("content-type"))
+    digest = str(manifest.digest)
+    headers = {"Location": f"/v2/{name}/manifests/{digest}", "Docker-Content-Digest": digest, "Content-Length": "0"}
+    if manifest.subject is not None:
+        headers["OCI-Subject"] = str(manifest.subject)
+    return Response(status_code=201, headers=headers)
+
+
+async def delete_manifest(request: Request) -> Response:
+    await registry(request).delete_manifest(request.path_params["name"], request.path_params["reference"])
+    return Response(status_code=202, headers={"Content-Length": "0"})

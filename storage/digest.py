@@ -1,0 +1,61 @@
+"""Content digests: parsing, the hashers behind them, and the OCI digest grammar."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from storage.errors import DigestInvalid, Unsupported
+
+# OCI image-spec descriptor grammar: algorithm ":" encoded.
+_GRAMMAR = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+# Registered algorithms and the exact form of their encoded part (lower-case hex, fixed length).
+_ENCODED = {"sha256": re.compile(r"[a-f0-9]{64}"), "sha512": re.compile(r"[a-f0-9]{128}")}
+CANONICAL = "sha256"
+
+
+class Hasher(Protocol):
+    def update(self, data: bytes | bytearray | memoryview, /) -> None: ...
+    def hexdigest(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    algorithm: str
+    hex: str
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.hex}"
+
+    @classmethod
+    def parse(cls, text: str) -> Digest:
+        """Parse ``alg:hex``; a malformed digest is DigestInvalid, an unknown algorithm Unsupported."""
+        if not _GRAMMAR.fullmatch(text):
+            raise DigestInvalid("invalid digest", {"digest": text[:200]})
+        algorithm, encoded = text.split(":", 1)
+        pattern = _ENCODED.get(algorithm)
+        if pattern is None:
+            raise Unsupported(f"unsupported digest algorithm {algorithm!r}", {"digest": text[:200]})
+        if not pattern.fullmatch(encoded):
+            raise DigestInvalid("invalid digest", {"digest": text[:200]})
+        return cls(algorithm, encoded)
+
+    @classmethod
+    def of_bytes(cls, data: bytes, algorithm: str = CANONICAL) -> Digest:
+        hasher = new_hasher(algorithm)
+        hasher.update(data)
+        return cls(algorithm, hasher.hexdigest())
+
+    def hasher(self) -> Hasher:
+        return new_hasher(self.algorithm)
+
+
+def new_hasher(algorithm: str) -> Hasher:
+    return hashlib.new(algorithm)
+
+
+def looks_like_digest(text: str) -> bool:
+    """True when ``text`` is shaped like a digest (a tag can never contain ':')."""
+    return ":" in text

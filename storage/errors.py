@@ -1,0 +1,81 @@
+"""Domain errors raised by the storage layer.
+
+They carry no HTTP codes or statuses: ``app.errors`` maps each class to its OCI error code once.
+When one condition needs two wire codes (a blob missing on GET vs. during a manifest PUT), there are
+two classes, so the HTTP layer never has to guess.
+"""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base of every error the storage layer raises on purpose."""
+
+    def __init__(self, message: str = "", detail: object = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class NameInvalid(StorageError):
+    pass
+
+
+class NameUnknown(StorageError):
+    pass
+
+
+class TagInvalid(StorageError):
+    pass
+
+
+class DigestInvalid(StorageError):
+    pass
+
+
+class Unsupported(StorageError):
+    """The operation is not offered (e.g. deletes are disabled, unsupported digest algorithm)."""
+
+
+class ReadOnly(StorageError):
+    pass
+
+
+class BlobUnknown(StorageError):
+    pass
+
+
+class SizeInvalid(StorageError):
+    pass
+
+
+class UploadUnknown(StorageError):
+    pass
+
+
+class UploadInvalid(StorageError):
+    pass
+
+
+class RangeInvalid(StorageError):
+    """A chunk does not start where the upload ends; ``size`` is what the upload holds now."""
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message, {"size": size})
+        self.size = size
+
+
+class ManifestUnknown(StorageError):
+    pass
+
+
+class ManifestInvalid(StorageError):
+    pass
+
+
+class ManifestBlobUnknown(StorageError):
+    pass
+
+
+class ManifestTooLarge(StorageError):
+    pass

@@ -1,0 +1,193 @@
+"""The storage façade: every operation the HTTP layer needs, validated and run off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable
+from dataclasses import dataclass
+
+from storage import blobs, catalog, manifests, tags, uploads
+from storage.blobs import BlobInfo
+from storage.digest import CANONICAL, Digest
+from storage.errors import ReadOnly, SizeInvalid, Unsupported
+from storage.executor import run
+from storage.manifests import Manifest, Reference
+from storage.names import validate_name, validate_tag
+from storage.paths import Paths
+from storage.reader import BlobReader
+
+BATCH = 1 << 20  # bytes gathered before one executor hop writes and hashes them
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    delete_enabled: bool = True
+    read_only: bool = False
+
+
+class Registry:
+    def __init__(self, root: str, options: Options | None = None) -> None:
+        self.paths = Paths(root)
+        self.options = options or Options()
+        self._hashers = uploads.HasherCache()
+
+    # -- guards --------------------------------------------------------------------------------
+
+    def _writable(self) -> None:
+        if self.options.read_only:
+            raise ReadOnly("the registry is in read-only mode")
+
+    def _deletable(self) -> None:
+        self._writable()
+        if not self.options.delete_enabled:
+            raise Unsupported("deletes are disabled on this registry")
+
+    # -- blobs ---------------------------------------------------------------------------------
+
+    async def stat_blob(self, name: str, digest: str) -> BlobInfo:
+        return await run(blobs.stat, self.paths, validate_name(name), Digest.parse(digest))
+
+    async def open_blob(self, name: str, digest: str) -> tuple[BlobInfo, BlobReader]:
+        info = await self.stat_blob(name, digest)
+        return info, await BlobReader.open(info.path)
+
+    async def delete_blob(self, name: str, digest: str) -> None:
+        self._deletable()
+        await run(blobs.unlink, self.paths, validate_name(name), Digest.parse(digest))
+
+    async def mount_blob(self, name: str, digest: str, source: str | None) -> BlobInfo | None:
+        self._writable()
+        validate_name(name)
+        if source is not None:
+            validate_name(source)
+        return await run(blobs.mount, self.paths, name, Digest.parse(digest), source)
+
+    # -- uploads -------------------------------------------------------------------------------
+
+    async def start_upload(self, name: str) -> str:
+        self._writable()
+        return await run(uploads.start, self.paths, validate_name(name))
+
+    async def upload_size(self, name: str, upload_id: str) -> int:
+        return await run(uploads.size, self.paths, validate_name(name), uploads.validate_id(upload_id))
+
+    async def append_upload(
+        self,
+        name: str,
+        upload_id: str,
+        chunks: AsyncIterable[bytes],
+        start: int | None = None,
+        length: int | None = None,
+        algorithm: str = CANONICAL,
+    ) -> int:
+        """Append a request body to the upload, hashing as it is written; return the new size.
+
+        ``start`` (from Content-Range) must be the current size; ``length``, when known, must be the
+        number of bytes received, else the upload is put back as it was (SizeInvalid).
+        """
+        self._writable()
+        validate_name(name)
+        uploads.validate_id(upload_id)
+        fd, before = await run(uploads.open_for_append, self.paths, name, upload_id, start)
+        running = self._hashers.take(upload_id, algorithm, before)
+        received = 0
+        pending: asyncio.Future[None] | None = None
+        buffer = bytearray()
+        try:
+            async for chunk in chunks:
+                buffer += chunk
+                if len(buffer) >= BATCH:
+                    # One write in flight while the next batch arrives from the socket.
+                    if pending is not None:
+                        await pending
+                    received += len(buffer)
+                    pending = asyncio.ensure_future(run(uploads.write_chunk, fd, running, buffer))
+                    buffer = bytearray()
+            if pending is not None:
+                await pending
+                pending = None
+            if buffer:
+                received += len(buffer)
+                await run(uploads.write_chunk, fd, running, buffer)
+            if length is not None and received != length:
+                await run(uploads.truncate, fd, before)
+                running.offset = -1
+                raise SizeInvalid(
+                    "body length does not match the declared length", {"declared": length, "received": received}
+                )
+        except BaseException:
+            if pending is not None:
+                await asyncio.gather(pending, return_exceptions=True)
+            running.offset = -1
+            self._hashers.drop(upload_id)
+            raise
+        finally:
+            await run(uploads.close, fd)
+        self._hashers.put(upload_id, running)
+        return before + received
+
+    async def commit_upload(
+        self,
+        name: str,
+        upload_id: str,
+        digest: str,
+        chunks: AsyncIterable[bytes] | None = None,
+        length: int | None = None,
+    ) -> BlobInfo:
+        self._writable()
+        validate_name(name)
+        uploads.validate_id(upload_id)
+        parsed = Digest.parse(digest)
+        if chunks is not None:
+            await self.append_upload(name, upload_id, chunks, length=length, algorithm=parsed.algorithm)
+        running = self._hashers.take(upload_id, parsed.algorithm, -1)
+        return await run(uploads.commit, self.paths, name, upload_id, parsed, running)
+
+    async def cancel_upload(self, name: str, upload_id: str) -> None:
+        self._writable()
+        self._hashers.drop(upload_id)
+        await run(uploads.cancel, self.paths, validate_name(name), uploads.validate_id(upload_id))
+
+    async def put_blob(
+        self, name: str, digest: str, chunks: AsyncIterable[bytes], length: int | None = None
+    ) -> BlobInfo:
+        """A whole blob in one request (``POST ?digest=``): an upload that is committed at once."""
+        parsed = Digest.parse(digest)
+        upload_id = await self.start_upload(name)
+        try:
+            await self.append_upload(name, upload_id, chunks, length=length, algorithm=parsed.algorithm)
+            return await self.commit_upload(name, upload_id, digest)
+        except BaseException:
+            await asyncio.gather(self.cancel_upload(name, upload_id), return_exceptions=True)
+            raise
+
+    # -- manifests, tags, catalog ---------------------------------------------------------------
+
+    async def get_manifest(self, name: str, reference: str) -> Manifest:
+        return await run(manifests.read, self.paths, validate_name(name), Reference.parse(reference))
+
+    async def put_manifest(self, name: str, reference: str, body: bytes, content_type: str | None) -> Manifest:
+        self._writable()
+        validate_name(name)
+        ref = Reference(None, Digest.parse(reference)) if ":" in reference else Reference(validate_tag(reference), None)
+        return await run(manifests.write, self.paths, name, ref, body, content_type)
+
+    async def delete_manifest(self, name: str, reference: str) -> None:
+        self._deletable()
+        await run(manifests.delete, self.paths, validate_name(name), Reference.parse(reference))
+
+    async def list_tags(self, name: str) -> list[str]:
+        return await run(tags.names, self.paths, validate_name(name))
+
+    async def list_repositories(self, limit: int, after: str | None) -> tuple[list[str], bool]:
+        """Up to ``limit`` repositories after ``after``, and whether more follow."""
+
+        def page() -> tuple[list[str], bool]:
+            found: list[str] = []
+            for repo in catalog.walk(self.paths.repositories, after):
+                if len(found) == limit:
+                    return found, True
+                found.append(repo)
+            return found, False
+
+        return await run(page)

@@ -1,0 +1,166 @@
+"""Blob uploads under ``_uploads/<id>/{data,startedat}``, as registry:2 keeps them.
+
+All upload state is on disk, so any worker can serve any request of an upload. Each process keeps
+the running hash of the uploads it appended to (``HasherCache``); when the hash it has does not cover
+the whole file (another worker appended, or a restart) the file is hashed again at commit, exactly
+what registry:2 does when no ``hashstates`` match.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from storage import blobs, fs
+from storage.digest import CANONICAL, Digest, Hasher, new_hasher
+from storage.errors import DigestInvalid, RangeInvalid, UploadUnknown
+from storage.paths import Paths
+
+_UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+READ_SIZE = 1 << 20
+
+
+@dataclass(slots=True)
+class RunningHash:
+    algorithm: str
+    offset: int
+    hasher: Hasher
+
+
+class HasherCache:
+    """Running hashes by upload id, bounded so abandoned uploads cannot grow it without limit."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._capacity = capacity
+        self._items: OrderedDict[str, RunningHash] = OrderedDict()
+
+    def take(self, upload_id: str, algorithm: str, offset: int) -> RunningHash:
+        """The running hash at ``offset``; a fresh one when the cached hash is elsewhere or absent."""
+        item = self._items.pop(upload_id, None)
+        if item is not None and item.offset == offset and item.algorithm == algorithm:
+            return item
+        if offset == 0:
+            return RunningHash(algorithm, 0, new_hasher(algorithm))
+        # Unknown state: keep no hash; commit hashes the file again.
+        return RunningHash(algorithm, -1, new_hasher(algorithm))
+
+    def put(self, upload_id: str, item: RunningHash) -> None:
+        if item.offset < 0:
+            return
+        self._items[upload_id] = item
+        while len(self._items) > self._capacity:
+            self._items.popitem(last=False)
+
+    def drop(self, upload_id: str) -> None:
+        self._items.pop(upload_id, None)
+
+
+def validate_id(upload_id: str) -> str:
+    if not _UPLOAD_ID.fullmatch(upload_id):
+        raise UploadUnknown("blob upload unknown to registry", {"uuid": upload_id[:200]})
+    return upload_id
+
+
+def start(paths: Paths, name: str) -> str:
+    upload_id = str(uuid.uuid4())
+    directory = paths.upload(name, upload_id)
+    os.makedirs(directory)
+    # registry:2 format: RFC 3339 in UTC, second precision; read back by upload purging.
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    fs.write_atomic(paths.upload_started_at(name, upload_id), started.encode("ascii"))
+    with open(paths.upload_data(name, upload_id), "xb"):
+        pass
+    return upload_id
+
+
+def size(paths: Paths, name: str, upload_id: str) -> int:
+    try:
+        return os.stat(paths.upload_data(name, upload_id)).st_size
+    except (FileNotFoundError, NotADirectoryError):
+        raise UploadUnknown("blob upload unknown to registry", {"uuid": upload_id}) from None
+
+
+def open_for_append(paths: Paths, name: str, upload_id: str, start: int | None) -> tuple[int, int]:
+    """Open the upload's data for appending: (fd, current size). ``start`` must equal the size."""
+    path = paths.upload_data(name, upload_id)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    except (FileNotFoundError, NotADirectoryError):
+        raise UploadUnknown("blob upload unknown to registry", {"uuid": upload_id}) from None
+    current = os.fstat(fd).st_size
+    if start is not None and start != current:
+        os.close(fd)
+        raise RangeInvalid("chunk does not start at the end of the upload", current)
+    return fd, current
+
+
+def write_chunk(fd: int, running: RunningHash, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+    if running.offset >= 0:
+        running.hasher.update(data)
+        running.offset += len(data)
+
+
+def truncate(fd: int, length: int) -> None:
+    os.ftruncate(fd, length)
+
+
+def close(fd: int) -> None:
+    os.close(fd)
+
+
+def hash_file(path: str, algorithm: str) -> str:
+    hasher = new_hasher(algorithm)
+    with open(path, "rb") as f:
+        while chunk := f.read(READ_SIZE):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def commit(paths: Paths, name: str, upload_id: str, digest: Digest, running: RunningHash | None) -> blobs.BlobInfo:
+    """Verify the upload against ``digest`` and make it a blob of ``name``.
+
+    Order (registry:2's ``blobWriter.Commit``): verify, fsync, rename into ``blobs/`` unless the blob
+    is already stored (then the upload is simply dropped), link into the repository, remove the upload.
+    A crash between any two steps leaves either an orphan upload or an unlinked blob, never a torn file.
+    """
+    data = paths.upload_data(name, upload_id)
+    length = size(paths, name, upload_id)
+    if running is not None and running.offset == length and running.algorithm == digest.algorithm:
+        actual = running.hasher.hexdigest()
+    else:
+        actual = hash_file(data, digest.algorithm)
+    if actual != digest.hex:
+        cancel(paths, name, upload_id)
+        raise DigestInvalid(
+            "provided digest did not match uploaded content",
+            {"expected": str(digest), "actual": f"{digest.algorithm}:{actual}"},
+        )
+    target = paths.blob_data(digest)
+    if not fs.exists(target):
+        fd = os.open(data, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fs.move_into_place(data, target)
+    blobs.link(paths, name, digest)
+    shutil.rmtree(paths.upload(name, upload_id), ignore_errors=True)
+    return blobs.BlobInfo(digest, length, target)
+
+
+def cancel(paths: Paths, name: str, upload_id: str) -> None:
+    if not fs.remove_tree(paths.upload(name, upload_id)):
+        raise UploadUnknown("blob upload unknown to registry", {"uuid": upload_id})
+
+
+def default_algorithm() -> str:
+    return CANONICAL
