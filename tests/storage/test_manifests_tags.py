@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+
+from storage import Registry, catalog
+from storage.errors import (
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameUnknown,
+    TagInvalid,
+    Unsupported,
+)
+from tests.oci import DOCKER_LIST, OCI_INDEX, OCI_MANIFEST, Image, descriptor, index_of, random_image, sha256
+
+
+async def once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def store(registry: Registry, repo: str, image: Image, tag: str = "latest") -> str:
+    for digest, data in image.blobs.items():
+        await registry.put_blob(repo, digest, once(data))
+    m = await registry.put_manifest(repo, tag, image.manifest, image.media_type)
+    return str(m.digest)
+
+
+async def test_manifest_is_stored_byte_exact_and_tagged(registry: Registry) -> None:
+    image = random_image(seed=1)
+    digest = await store(registry, "r", image)
+    assert digest == image.digest
+    for ref in ("latest", digest):
+        m = await registry.get_manifest("r", ref)
+        assert m.body == image.manifest and m.media_type == OCI_MANIFEST
+    with open(registry.paths.tag_current_link("r", "latest"), "rb") as f:
+        assert f.read() == digest.encode()
+    assert os.path.exists(registry.paths.tag_index_link("r", "latest", m.digest))
+    with open(registry.paths.blob_data(m.digest), "rb") as f:
+        assert f.read() == image.manifest
+
+
+async def test_missing_layer_is_manifest_blob_unknown(registry: Registry) -> None:
+    image = random_image(seed=2)
+    with pytest.raises(ManifestBlobUnknown):
+        await registry.put_manifest("r", "t", image.manifest, image.media_type)
+
+
+async def test_blob_of_another_repository_does_not_count(registry: Registry) -> None:
+    image = random_image(seed=3)
+    await store(registry, "other", image)
+    with pytest.raises(ManifestBlobUnknown):
+        await registry.put_manifest("r", "t", image.manifest, image.media_type)
+
+
+async def test_foreign_layers_need_not_exist(registry: Registry) -> None:
+    config = b'{"architecture":"amd64","os":"windows"}'
+    await registry.put_blob("r", sha256(config), once(config))
+    foreign = descriptor("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", b"x", urls=["https://e.x/l"])
+    manifest = json.dumps(
+        {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": descriptor("x/c", config), "layers": [foreign]}
+    ).encode()
+    await registry.put_manifest("r", "win", manifest, None)
+
+
+async def test_index_children_may_be_manifests_or_blobs(registry: Registry) -> None:
+    """registry:2 semantics that BuildKit's legacy cache index relies on."""
+    image = random_image(seed=4)
+    await store(registry, "r", image, "child")
+    blob = b"cache layer"
+    await registry.put_blob("r", sha256(blob), once(blob))
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [descriptor(OCI_MANIFEST, image.manifest), descriptor("application/x-layer", blob)],
+        }
+    ).encode()
+    m = await registry.put_manifest("r", "cache", index, OCI_INDEX)
+    assert (await registry.get_manifest("r", "cache")).body == index
+    missing = index_of([random_image(seed=5)])
+    with pytest.raises(ManifestBlobUnknown):
+        await registry.put_manifest("r", "bad", missing, OCI_INDEX)
+    assert m.media_type == OCI_INDEX
+
+
+async def test_media_type_rules(registry: Registry) -> None:
+    image = random_image(seed=6)
+    await store(registry, "r", image)
+    with pytest.raises(ManifestInvalid, match="does not match"):
+        await registry.put_manifest("r", "t", image.manifest, DOCKER_LIST)
+    schema1 = json.dumps({"schemaVersion": 1, "name": "r", "tag": "t", "fsLayers": []}).encode()
+    with pytest.raises(ManifestInvalid, match="schema 1"):
+        await registry.put_manifest("r", "t", schema1, None)
+    with pytest.raises(ManifestInvalid):
+        await registry.put_manifest("r", "t", b"not json", None)
+    with pytest.raises(ManifestInvalid):
+        await registry.put_manifest("r", "t", b'{"schemaVersion": 2, "mediaType": "' + OCI_MANIFEST.encode() + b'"}', None)
+
+
+async def test_no_media_type_anywhere_is_detected(registry: Registry) -> None:
+    image = random_image(seed=7)
+    doc = json.loads(image.manifest)
+    del doc["mediaType"]
+    body = json.dumps(doc).encode()
+    await store(registry, "r", image)
+    m = await registry.put_manifest("r", "bare", body, None)
+    assert m.media_type == OCI_MANIFEST
+    assert (await registry.get_manifest("r", "bare")).media_type == OCI_MANIFEST
+
+
+async def test_put_by_digest_checks_the_digest(registry: Registry) -> None:
+    image = random_image(seed=8)
+    await store(registry, "r", image)
+    with pytest.raises(DigestInvalid):
+        await registry.put_manifest("r", sha256(b"else"), image.manifest, image.media_type)
+    m = await registry.put_manifest("r", image.digest, image.manifest, image.media_type)
+    assert str(m.digest) == image.digest
+
+
+async def test_invalid_references(registry: Registry) -> None:
+    image = random_image(seed=9)
+    with pytest.raises(TagInvalid):
+        await registry.put_manifest("r", "-bad", image.manifest, None)
+    with pytest.raises(DigestInvalid):
+        await registry.put_manifest("r", "sha256:zz", image.manifest, None)
+    with pytest.raises(ManifestUnknown):
+        await registry.get_manifest("r", "-bad")
+
+
+async def test_delete_by_tag_keeps_the_manifest(registry: Registry) -> None:
+    image = random_image(seed=10)
+    digest = await store(registry, "r", image, "a")
+    await registry.put_manifest("r", "b", image.manifest, image.media_type)
+    await registry.delete_manifest("r", "a")
+    assert await registry.list_tags("r") == ["b"]
+    assert (await registry.get_manifest("r", digest)).body == image.manifest
+
+
+async def test_delete_by_digest_untags(registry: Registry) -> None:
+    image = random_image(seed=11)
+    digest = await store(registry, "r", image, "a")
+    await registry.delete_manifest("r", digest)
+    assert await registry.list_tags("r") == []
+    with pytest.raises(ManifestUnknown):
+        await registry.get_manifest("r", digest)
+    with pytest.raises(ManifestUnknown):
+        await registry.delete_manifest("r", digest)
+
+
+async def test_deletes_can_be_disabled(root: str) -> None:
+    reg = Registry(root)
+    reg.options = type(reg.options)(delete_enabled=False)
+    with pytest.raises(Unsupported):
+        await reg.delete_manifest("r", "t")
+
+
+async def test_tags_sorted_and_unknown_repository(registry: Registry) -> None:
+    image = random_image(seed=12)
+    for tag in ["b", "a", "C", "10"]:
+        await store(registry, "r", image, tag)
+    assert await registry.list_tags("r") == ["10", "C", "a", "b"]
+    with pytest.raises(NameUnknown):
+        await registry.list_tags("nope")
+
+
+async def test_catalog_order_is_component_wise(registry: Registry) -> None:
+    image = random_image(seed=13)
+    for repo in ["a-c", "a/b", "a", "b/x/y", "b"]:
+        await store(registry, repo, image)
+    os.makedirs(os.path.join(registry.paths.repositories, "only-blobs", "_layers"))
+    everything = list(catalog.walk(registry.paths.repositories))
+    assert everything == ["a", "a/b", "a-c", "b", "b/x/y"]
+    assert list(catalog.walk(registry.paths.repositories, after="a/b")) == ["a-c", "b", "b/x/y"]
+    assert list(catalog.walk(registry.paths.repositories, after="b")) == ["b/x/y"]
+    page, more = await registry.list_repositories(2, None)
+    assert (page, more) == (["a", "a/b"], True)
