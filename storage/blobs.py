@@ -52,9 +52,11 @@ def link(paths: Paths, name: str, digest: Digest) -> None:
 def mount(paths: Paths, name: str, digest: Digest, source: str | None) -> BlobInfo | None:
     """Link a stored blob into ``name``; None when there is nothing to mount.
 
-    The source repository is a hint only: a blob is stored once for all repositories, so any stored
-    blob can be mounted (the spec allows mounting without ``from``).
+    With a source repository the blob must be one of its layers (registry:2's rule). Without one, any
+    stored blob mounts: it is stored once for all repositories (the spec allows mounting without ``from``).
     """
+    if source is not None and not linked(paths, source, digest):
+        return None
     size = stored_size(paths, digest)
     if size is None:
         return None

@@ -1,7 +1,8 @@
 """The repository walk behind ``/v2/_catalog``.
 
-A repository is a directory under ``repositories/`` that has a ``_manifests`` child; components that
-start with ``_`` are never descended into. A depth-first walk with sorted children yields names in
+A repository is a directory under ``repositories/`` that has a ``_layers`` child (registry:2 2.8's rule,
+so a repository that only received mounts is listed) or a ``_manifests`` child (v3's rule); components
+that start with ``_`` are never descended into. A depth-first walk with sorted children yields names in
 registry:2's component-wise order ("a" < "a/b" < "a-c").
 """
 
@@ -33,6 +34,10 @@ def _walk(directory: str, prefix: str, after: list[str] | None) -> Iterator[str]
         if after is not None and key < after and after[: len(key)] != key:
             continue  # this whole subtree sorts before ``after``
         path = os.path.join(directory, child)
-        if (after is None or key > after) and os.path.isdir(os.path.join(path, "_manifests")):
+        if (after is None or key > after) and _is_repository(path):
             yield name
         yield from _walk(path, f"{name}/", after)
+
+
+def _is_repository(path: str) -> bool:
+    return os.path.isdir(os.path.join(path, "_layers")) or os.path.isdir(os.path.join(path, "_manifests"))

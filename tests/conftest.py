@@ -25,7 +25,10 @@ def registry(root: str) -> Registry:
 @pytest.fixture
 def settings(root: str) -> Settings:
     return Settings.model_validate(
-        {"storage": {"filesystem": {"rootdirectory": root}, "delete": {"enabled": True}}, "catalog": {"maxentries": 1000}}
+        {
+            "storage": {"filesystem": {"rootdirectory": root}, "delete": {"enabled": True}},
+            "catalog": {"maxentries": 1000},
+        }
     )
 
 

@@ -138,7 +138,9 @@ async def push_image(
     for data in image.blobs.values():
         await push_blob(client, repo, data, mode)
     r = await client.put(
-        f"/v2/{repo}/manifests/{tag or image.digest}", content=image.manifest, headers={"Content-Type": image.media_type}
+        f"/v2/{repo}/manifests/{tag or image.digest}",
+        content=image.manifest,
+        headers={"Content-Type": image.media_type},
     )
     assert r.status_code == 201, r.text
     return image.digest

@@ -9,7 +9,9 @@ async def tag_all(client: httpx.AsyncClient, repo: str, tags: list[str]) -> None
     image = random_image(seed=1)
     await push_image(client, repo, image, tags[0])
     for tag in tags[1:]:
-        r = await client.put(f"/v2/{repo}/manifests/{tag}", content=image.manifest, headers={"Content-Type": OCI_MANIFEST})
+        r = await client.put(
+            f"/v2/{repo}/manifests/{tag}", content=image.manifest, headers={"Content-Type": OCI_MANIFEST}
+        )
         assert r.status_code == 201
 
 

@@ -63,7 +63,9 @@ async def test_index_round_trip(client: httpx.AsyncClient, docker: bool) -> None
     for image in images:
         await push_image(client, "multi", image, tag=None)
     index = index_of(images, docker=docker)
-    r = await client.put("/v2/multi/manifests/latest", content=index, headers={"Content-Type": DOCKER_LIST if docker else OCI_INDEX})
+    r = await client.put(
+        "/v2/multi/manifests/latest", content=index, headers={"Content-Type": DOCKER_LIST if docker else OCI_INDEX}
+    )
     assert r.status_code == 201, r.text
     g = await client.get("/v2/multi/manifests/latest")
     assert g.content == index and g.headers["content-type"] == (DOCKER_LIST if docker else OCI_INDEX)
@@ -101,7 +103,9 @@ async def test_invalid_manifests(client: httpx.AsyncClient) -> None:
 async def test_schema1_message_says_so(client: httpx.AsyncClient) -> None:
     body = json.dumps({"schemaVersion": 1, "name": "r", "tag": "t"}).encode()
     r = await client.put(
-        "/v2/r/manifests/t", content=body, headers={"Content-Type": "application/vnd.docker.distribution.manifest.v1+prettyjws"}
+        "/v2/r/manifests/t",
+        content=body,
+        headers={"Content-Type": "application/vnd.docker.distribution.manifest.v1+prettyjws"},
     )
     assert r.status_code == 400 and "schema 1" in r.json()["errors"][0]["message"]
 
@@ -115,7 +119,9 @@ async def test_content_type_fallback_to_media_type(client: httpx.AsyncClient) ->
 
 
 async def test_too_large(client: httpx.AsyncClient) -> None:
-    r = await client.put("/v2/r/manifests/t", content=b" " * (4 * 1024 * 1024 + 1), headers={"Content-Type": OCI_MANIFEST})
+    r = await client.put(
+        "/v2/r/manifests/t", content=b" " * (4 * 1024 * 1024 + 1), headers={"Content-Type": OCI_MANIFEST}
+    )
     assert r.status_code == 413 and error_code(r) == "SIZE_INVALID"
 
 
@@ -129,7 +135,9 @@ async def test_reference_grammar(client: httpx.AsyncClient) -> None:
     assert r.status_code == 400 and error_code(r) == "TAG_INVALID"
     r = await client.put("/v2/r/manifests/sha256:short", content=image.manifest, headers={"Content-Type": OCI_MANIFEST})
     assert r.status_code == 400 and error_code(r) == "DIGEST_INVALID"
-    r = await client.put(f"/v2/r/manifests/{sha256(b'x')}", content=image.manifest, headers={"Content-Type": OCI_MANIFEST})
+    r = await client.put(
+        f"/v2/r/manifests/{sha256(b'x')}", content=image.manifest, headers={"Content-Type": OCI_MANIFEST}
+    )
     assert r.status_code == 400 and error_code(r) == "DIGEST_INVALID"
 
 
@@ -187,7 +195,9 @@ async def test_subject_is_accepted_before_it_exists(client: httpx.AsyncClient) -
             "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": 10},
         }
     ).encode()
-    r = await client.put(f"/v2/r/manifests/{sha256(manifest)}", content=manifest, headers={"Content-Type": OCI_MANIFEST})
+    r = await client.put(
+        f"/v2/r/manifests/{sha256(manifest)}", content=manifest, headers={"Content-Type": OCI_MANIFEST}
+    )
     assert r.status_code == 201 and r.headers["oci-subject"] == subject
 
 

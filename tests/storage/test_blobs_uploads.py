@@ -113,6 +113,7 @@ async def test_mount_links_a_stored_blob(registry: Registry) -> None:
     assert await registry.mount_blob("dst", sha256(data), "src") is not None
     assert await registry.mount_blob("dst2", sha256(data), None) is not None
     assert await registry.mount_blob("dst", sha256(b"missing"), "src") is None
+    assert await registry.mount_blob("dst3", sha256(data), "not-a-source") is None
 
 
 async def test_delete_blob_unlinks_only_the_repository(registry: Registry) -> None:
@@ -129,7 +130,9 @@ async def test_sha512_blob(registry: Registry) -> None:
     data = b"five twelve"
     digest = "sha512:" + hashlib.sha512(data).hexdigest()
     info = await registry.put_blob("r", digest, chunks(data))
-    assert info.path.endswith(f"blobs/sha512/{hashlib.sha512(data).hexdigest()[:2]}/{hashlib.sha512(data).hexdigest()}/data")
+    assert info.path.endswith(
+        f"blobs/sha512/{hashlib.sha512(data).hexdigest()[:2]}/{hashlib.sha512(data).hexdigest()}/data"
+    )
 
 
 async def test_read_only_refuses_writes(root: str) -> None:
@@ -141,7 +144,7 @@ async def test_read_only_refuses_writes(root: str) -> None:
 async def test_reader_streams_ranges(registry: Registry) -> None:
     data = os.urandom(3 * (1 << 20) + 5)
     await registry.put_blob("r", sha256(data), chunks(data, 1 << 16))
-    info, reader = await registry.open_blob("r", sha256(data))
+    _, reader = await registry.open_blob("r", sha256(data))
     try:
         whole = b"".join([c async for c in reader.chunks()])
         part = b"".join([c async for c in reader.chunks(10, (1 << 20) + 20)])

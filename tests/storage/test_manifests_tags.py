@@ -99,7 +99,9 @@ async def test_media_type_rules(registry: Registry) -> None:
     with pytest.raises(ManifestInvalid):
         await registry.put_manifest("r", "t", b"not json", None)
     with pytest.raises(ManifestInvalid):
-        await registry.put_manifest("r", "t", b'{"schemaVersion": 2, "mediaType": "' + OCI_MANIFEST.encode() + b'"}', None)
+        await registry.put_manifest(
+            "r", "t", b'{"schemaVersion": 2, "mediaType": "' + OCI_MANIFEST.encode() + b'"}', None
+        )
 
 
 async def test_no_media_type_anywhere_is_detected(registry: Registry) -> None:
@@ -173,9 +175,10 @@ async def test_catalog_order_is_component_wise(registry: Registry) -> None:
     for repo in ["a-c", "a/b", "a", "b/x/y", "b"]:
         await store(registry, repo, image)
     os.makedirs(os.path.join(registry.paths.repositories, "only-blobs", "_layers"))
+    os.makedirs(os.path.join(registry.paths.repositories, "only-uploads", "_uploads"))
     everything = list(catalog.walk(registry.paths.repositories))
-    assert everything == ["a", "a/b", "a-c", "b", "b/x/y"]
-    assert list(catalog.walk(registry.paths.repositories, after="a/b")) == ["a-c", "b", "b/x/y"]
-    assert list(catalog.walk(registry.paths.repositories, after="b")) == ["b/x/y"]
+    assert everything == ["a", "a/b", "a-c", "b", "b/x/y", "only-blobs"]
+    assert list(catalog.walk(registry.paths.repositories, after="a/b")) == ["a-c", "b", "b/x/y", "only-blobs"]
+    assert list(catalog.walk(registry.paths.repositories, after="b")) == ["b/x/y", "only-blobs"]
     page, more = await registry.list_repositories(2, None)
     assert (page, more) == (["a", "a/b"], True)

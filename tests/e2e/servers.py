@@ -1,0 +1,87 @@
+"""Real servers for end-to-end tests: ``kura serve`` and the reference registry, each as a subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REGISTRY2 = "/usr/bin/docker-registry"
+
+
+def require(binary: str) -> str:
+    """The path of a client the suite needs; its absence is a failure, never a skip."""
+    path = shutil.which(binary) or (binary if os.path.isabs(binary) and os.path.exists(binary) else None)
+    if path is None:
+        pytest.fail(f"{binary} is not installed: run scripts/test (it installs every client the suite drives)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            with open(log) as f:
+                raise RuntimeError(f"server exited with {process.returncode}:\n{f.read()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/v2/", timeout=1).status_code == 200:
+                return
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"server at {url} did not start")
+
+
+@contextlib.contextmanager
+def running(argv: list[str], url: str, log: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    with open(log, "ab") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    try:
+        wait_ready(url, process, log)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def kura(root: str, *args: str, delete: bool = True) -> Iterator[str]:
+    port = free_port()
+    env = dict(os.environ, REGISTRY_STORAGE_DELETE_ENABLED="true" if delete else "false")
+    argv = [sys.executable, "-m", "app", "serve", "--root", root, "--host", "127.0.0.1", "--port", str(port), *args]
+    with running(argv, f"http://127.0.0.1:{port}", os.path.join(os.path.dirname(root), "kura.log"), env) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def registry2(root: str) -> Iterator[str]:
+    binary = require(REGISTRY2)
+    port = free_port()
+    config = os.path.join(os.path.dirname(root), "registry2.yml")
+    with open(config, "w") as f:
+        f.write(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
+            f"    rootdirectory: {root}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n"
+        )
+    log = os.path.join(os.path.dirname(root), "registry2.log")
+    with running([binary, "serve", config], f"http://127.0.0.1:{port}", log) as url:
+        yield url
