@@ -72,7 +72,7 @@ class Catalog(_Section):
 
 
 class Settings(_Section):
-    version: str = "0.1"
+    version: str | float = "0.1"  # YAML reads the customary `version: 0.1` as a number
     log: Log = Log()
     storage: Storage = Storage()
     http: HTTP = HTTP()
