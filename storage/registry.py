@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
+from typing import Any
 
-from storage import blobs, catalog, manifests, tags, uploads
+from storage import blobs, catalog, manifests, referrers, tags, uploads
 from storage.blobs import BlobInfo
 from storage.digest import CANONICAL, Digest
 from storage.errors import ReadOnly, SizeInvalid, Unsupported
@@ -30,6 +32,8 @@ class Registry:
         self.paths = Paths(root)
         self.options = options or Options()
         self._hashers = uploads.HasherCache()
+        self._summaries = referrers.SummaryCache()
+        self._tag_listings = tags.ListingCache()
 
     # -- guards --------------------------------------------------------------------------------
 
@@ -176,8 +180,17 @@ class Registry:
         self._deletable()
         await run(manifests.delete, self.paths, validate_name(name), Reference.parse(reference))
 
-    async def list_tags(self, name: str) -> list[str]:
-        return await run(tags.names, self.paths, validate_name(name))
+    async def list_tags(self, name: str, limit: int | None = None, after: str | None = None) -> tuple[list[str], bool]:
+        """Up to ``limit`` tags sorted after ``after``, and whether more follow."""
+
+        def page() -> tuple[list[str], bool]:
+            listing = tags.names(self.paths, name, self._tag_listings)
+            start = bisect.bisect_right(listing, after) if after else 0
+            stop = len(listing) if limit is None else min(len(listing), start + limit)
+            return listing[start:stop], stop < len(listing)
+
+        validate_name(name)
+        return await run(page)
 
     async def list_repositories(self, limit: int, after: str | None) -> tuple[list[str], bool]:
         """Up to ``limit`` repositories after ``after``, and whether more follow."""
@@ -191,3 +204,9 @@ class Registry:
             return found, False
 
         return await run(page)
+
+    async def list_referrers(self, name: str, digest: str, artifact_type: str | None = None) -> list[dict[str, Any]]:
+        """Descriptors of the manifests whose ``subject`` is ``digest``; empty for anything unknown."""
+        return await run(
+            referrers.find, self.paths, validate_name(name), Digest.parse(digest), self._summaries, artifact_type
+        )

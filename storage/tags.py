@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from collections import OrderedDict
 
 from storage import fs
 from storage.digest import Digest
@@ -30,16 +32,52 @@ def remove(paths: Paths, name: str, tag: str) -> None:
         raise ManifestUnknown("manifest unknown", {"tag": tag})
 
 
-def names(paths: Paths, name: str) -> list[str]:
-    """Sorted tag names; NameUnknown when the repository has never had a manifest."""
+class ListingCache:
+    """Sorted tag lists, reused while the tags directory's mtime is unchanged.
+
+    Adding or removing a tag adds or removes an entry of that directory, which sets its mtime. The
+    filesystem's clock is coarse (a few ms), so a listing is only reused when the mtime it was taken at
+    is over a second old: a change after that necessarily moves the mtime. Valid across processes.
+    """
+
+    RACY_NS = 1_000_000_000
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._capacity = capacity
+        self._items: OrderedDict[str, tuple[int, list[str]]] = OrderedDict()
+
+    def get(self, directory: str, mtime_ns: int) -> list[str] | None:
+        item = self._items.get(directory)
+        if item is None or item[0] != mtime_ns:
+            return None
+        self._items.move_to_end(directory)
+        return item[1]
+
+    def put(self, directory: str, mtime_ns: int, tags: list[str]) -> None:
+        if time.time_ns() - mtime_ns < self.RACY_NS:
+            return
+        self._items[directory] = (mtime_ns, tags)
+        if len(self._items) > self._capacity:
+            self._items.popitem(last=False)
+
+
+def names(paths: Paths, name: str, cache: ListingCache | None = None) -> list[str]:
+    """Sorted tag names; NameUnknown when the repository has never had a manifest. Do not mutate."""
     directory = paths.tags(name)
     try:
-        with os.scandir(directory) as entries:
-            return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+        mtime_ns = os.stat(directory).st_mtime_ns
     except (FileNotFoundError, NotADirectoryError):
         if os.path.isdir(paths.manifests(name)):
             return []
         raise NameUnknown("repository name not known to registry", {"name": name}) from None
+    cached = cache.get(directory, mtime_ns) if cache is not None else None
+    if cached is not None:
+        return cached
+    # Only tag directories live here (temporary files are written inside each tag's own directory).
+    listing = sorted(os.listdir(directory))
+    if cache is not None:
+        cache.put(directory, mtime_ns, listing)
+    return listing
 
 
 def pointing_at(paths: Paths, name: str, digest: Digest) -> list[str]:

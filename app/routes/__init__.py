@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from app.routes import base, blobs, listing, manifests, uploads
+from app.routes import base, blobs, listing, manifests, referrers, uploads
 
 ROUTES = [
     Route("/v2/", base.version_check, methods=["GET"]),
@@ -24,4 +24,5 @@ ROUTES = [
     Route("/v2/{name:path}/blobs/uploads/{upload_id}", uploads.cancel_upload, methods=["DELETE"]),
     Route("/v2/{name:path}/blobs/{digest}", blobs.get_blob, methods=["GET", "HEAD"]),
     Route("/v2/{name:path}/blobs/{digest}", blobs.delete_blob, methods=["DELETE"]),
+    Route("/v2/{name:path}/referrers/{digest}", referrers.list_referrers, methods=["GET"]),
 ]

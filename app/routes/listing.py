@@ -10,16 +10,9 @@ from app.http import next_link, page_size, registry
 
 async def list_tags(request: Request) -> Response:
     name = request.path_params["name"]
-    tags = await registry(request).list_tags(name)
-    last = request.query_params.get("last")
-    if last:
-        tags = [t for t in tags if t > last]
     n = page_size(request, default=None)
-    headers = {}
-    if n is not None and len(tags) > n:
-        tags = tags[:n]
-        if n > 0:
-            headers["Link"] = next_link(f"/v2/{name}/tags/list", n, tags[-1])
+    tags, more = await registry(request).list_tags(name, n, request.query_params.get("last") or None)
+    headers = {"Link": next_link(f"/v2/{name}/tags/list", n, tags[-1])} if more and n and tags else {}
     return JSONResponse({"name": name, "tags": tags}, headers=headers)
 
 

@@ -210,3 +210,40 @@ def test_serve_prints_root(tmp_path: Path, root: str) -> None:
         pass
     with open(tmp_path / "kura.log") as f:
         assert f"root {root}" in f.read()
+
+
+def test_referrers_on_a_root_written_by_registry2(root: str) -> None:
+    """registry:2 has no referrers API; Kura answers it from the manifests registry:2 stored."""
+    image = random_image(seed=26)
+    empty = b"{}"
+    referrer = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.docker.attestation.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(empty), "size": 2},
+            "layers": [],
+            "subject": {"mediaType": image.media_type, "digest": image.digest, "size": len(image.manifest)},
+        },
+        indent=2,
+    ).encode()
+    with registry2(root) as url, httpx.Client(base_url=url) as c:
+        for data in [*image.blobs.values(), empty]:
+            location = c.post("/v2/app/blobs/uploads/").headers["location"]
+            assert c.put(location, params={"digest": sha256(data)}, content=data).status_code == 201
+        headers = {"Content-Type": image.media_type}
+        assert c.put("/v2/app/manifests/v1", content=image.manifest, headers=headers).status_code == 201
+        r = c.put(f"/v2/app/manifests/{sha256(referrer)}", content=referrer, headers=headers)
+        assert r.status_code == 201
+        assert c.get(f"/v2/app/referrers/{image.digest}").status_code == 404  # registry:2 has no API
+    with kura(root) as url:
+        r = httpx.get(f"{url}/v2/app/referrers/{image.digest}")
+        assert r.status_code == 200
+        assert r.json()["manifests"] == [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": sha256(referrer),
+                "size": len(referrer),
+                "artifactType": "application/vnd.docker.attestation.manifest.v1+json",
+            }
+        ]

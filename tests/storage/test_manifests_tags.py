@@ -139,7 +139,7 @@ async def test_delete_by_tag_keeps_the_manifest(registry: Registry) -> None:
     digest = await store(registry, "r", image, "a")
     await registry.put_manifest("r", "b", image.manifest, image.media_type)
     await registry.delete_manifest("r", "a")
-    assert await registry.list_tags("r") == ["b"]
+    assert await registry.list_tags("r") == (["b"], False)
     assert (await registry.get_manifest("r", digest)).body == image.manifest
 
 
@@ -147,7 +147,7 @@ async def test_delete_by_digest_untags(registry: Registry) -> None:
     image = random_image(seed=11)
     digest = await store(registry, "r", image, "a")
     await registry.delete_manifest("r", digest)
-    assert await registry.list_tags("r") == []
+    assert await registry.list_tags("r") == ([], False)
     with pytest.raises(ManifestUnknown):
         await registry.get_manifest("r", digest)
     with pytest.raises(ManifestUnknown):
@@ -165,7 +165,10 @@ async def test_tags_sorted_and_unknown_repository(registry: Registry) -> None:
     image = random_image(seed=12)
     for tag in ["b", "a", "C", "10"]:
         await store(registry, "r", image, tag)
-    assert await registry.list_tags("r") == ["10", "C", "a", "b"]
+    assert await registry.list_tags("r") == (["10", "C", "a", "b"], False)
+    assert await registry.list_tags("r", 2) == (["10", "C"], True)
+    assert await registry.list_tags("r", 2, "C") == (["a", "b"], False)
+    assert await registry.list_tags("r", None, "Bz") == (["C", "a", "b"], False)
     with pytest.raises(NameUnknown):
         await registry.list_tags("nope")
 
@@ -182,3 +185,19 @@ async def test_catalog_order_is_component_wise(registry: Registry) -> None:
     assert list(catalog.walk(registry.paths.repositories, after="b")) == ["b/x/y", "only-blobs"]
     page, more = await registry.list_repositories(2, None)
     assert (page, more) == (["a", "a/b"], True)
+
+
+async def test_tag_listing_cache_sees_new_and_removed_tags(registry: Registry) -> None:
+    """A cached listing is dropped as soon as a tag is added or removed, even from another process."""
+    image = random_image(seed=14)
+    await store(registry, "r", image, "a")
+    tags_dir = registry.paths.tags("r")
+    os.utime(tags_dir, ns=(0, 10**9))  # an old mtime: the listing may be cached
+    assert (await registry.list_tags("r"))[0] == ["a"]
+    other = Registry(registry.paths.root)  # another worker
+    await other.put_manifest("r", "b", image.manifest, image.media_type)
+    assert (await registry.list_tags("r"))[0] == ["a", "b"]
+    os.utime(tags_dir, ns=(0, 2 * 10**9))
+    assert (await registry.list_tags("r"))[0] == ["a", "b"]
+    await other.delete_manifest("r", "a")
+    assert (await registry.list_tags("r"))[0] == ["b"]

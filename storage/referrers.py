@@ -1,0 +1,117 @@
+"""The referrers of a manifest (OCI 1.1), derived from the stored manifests themselves.
+
+No extra state is written, so a root written by registry:2 (which has no referrers API) answers
+correctly. Manifests are immutable by digest, so what each one says about itself is parsed once
+per process and cached; a query only lists the repository's revisions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from storage import mediatypes
+from storage.digest import Digest
+from storage.paths import Paths
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What a manifest contributes to a referrers listing."""
+
+    subject: str | None
+    media_type: str
+    artifact_type: str | None
+    size: int
+    annotations: dict[str, str] | None
+
+
+class SummaryCache:
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._capacity = capacity
+        self._items: OrderedDict[Digest, Summary] = OrderedDict()
+
+    def get(self, digest: Digest) -> Summary | None:
+        return self._items.get(digest)
+
+    def put(self, digest: Digest, summary: Summary) -> None:
+        self._items[digest] = summary
+        if len(self._items) > self._capacity:
+            self._items.popitem(last=False)
+
+
+def summarize(body: bytes) -> Summary:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        return Summary(None, mediatypes.OCI_MANIFEST, None, len(body), None)
+    subject = _get(document, "subject", "digest")
+    artifact_type = document.get("artifactType")
+    if not isinstance(artifact_type, str):
+        # The spec: an image manifest without artifactType is listed under its config's media type.
+        artifact_type = _get(document, "config", "mediaType")
+    annotations = document.get("annotations")
+    if not (isinstance(annotations, dict) and all(isinstance(v, str) for v in annotations.values())):
+        annotations = None
+    return Summary(subject, mediatypes.detect(document), artifact_type, len(body), annotations)
+
+
+def _get(document: dict[str, Any], key: str, field: str) -> str | None:
+    value = document.get(key)
+    if isinstance(value, dict) and isinstance(value.get(field), str):
+        result: str = value[field]
+        return result
+    return None
+
+
+def revision_digests(paths: Paths, name: str) -> list[Digest]:
+    """Live revisions: a deleted manifest leaves its directory behind, without the link file."""
+    found: list[Digest] = []
+    root = paths.manifest_revisions(name)
+    for algorithm in ("sha256", "sha512"):
+        try:
+            with os.scandir(os.path.join(root, algorithm)) as entries:
+                hexes = [e.name for e in entries]
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for encoded in hexes:
+            try:
+                digest = Digest.parse(f"{algorithm}:{encoded}")
+            except Exception:
+                continue
+            if os.path.exists(os.path.join(root, algorithm, encoded, "link")):
+                found.append(digest)
+    return found
+
+
+def find(
+    paths: Paths, name: str, subject: Digest, cache: SummaryCache, artifact_type: str | None = None
+) -> list[dict[str, Any]]:
+    """Descriptors of the manifests in ``name`` whose ``subject`` is ``subject``, sorted by digest."""
+    wanted = str(subject)
+    result: list[dict[str, Any]] = []
+    for digest in sorted(revision_digests(paths, name), key=str):
+        summary = cache.get(digest)
+        if summary is None:
+            try:
+                with open(paths.blob_data(digest), "rb") as f:
+                    summary = summarize(f.read())
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            cache.put(digest, summary)
+        if summary.subject != wanted:
+            continue
+        if artifact_type is not None and summary.artifact_type != artifact_type:
+            continue
+        descriptor: dict[str, Any] = {"mediaType": summary.media_type, "digest": str(digest), "size": summary.size}
+        if summary.artifact_type:
+            descriptor["artifactType"] = summary.artifact_type
+        if summary.annotations:
+            descriptor["annotations"] = summary.annotations
+        result.append(descriptor)
+    return result
