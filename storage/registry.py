@@ -144,8 +144,7 @@ class Registry:
         parsed = Digest.parse(digest)
         if chunks is not None:
             await self.append_upload(name, upload_id, chunks, length=length, algorithm=parsed.algorithm)
-        running = self._hashers.take(upload_id, parsed.algorithm, -1)
-        return await run(uploads.commit, self.paths, name, upload_id, parsed, running)
+        return await run(uploads.commit, self.paths, name, upload_id, parsed, self._hashers.pop(upload_id))
 
     async def cancel_upload(self, name: str, upload_id: str) -> None:
         self._writable()

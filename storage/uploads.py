@@ -49,6 +49,9 @@ class HasherCache:
         # Unknown state: keep no hash; commit hashes the file again.
         return RunningHash(algorithm, -1, new_hasher(algorithm))
 
+    def pop(self, upload_id: str) -> RunningHash | None:
+        return self._items.pop(upload_id, None)
+
     def put(self, upload_id: str, item: RunningHash) -> None:
         if item.offset < 0:
             return

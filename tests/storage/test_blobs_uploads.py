@@ -77,6 +77,22 @@ async def test_upload_survives_a_lost_running_hash(root: str) -> None:
     assert info.size == 4096
 
 
+async def test_commit_uses_the_running_hash(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upload appended in this process is not read back and hashed again at commit."""
+    from storage import uploads
+
+    def no_rehash(path: str, algorithm: str) -> str:
+        raise AssertionError("the upload was hashed a second time")
+
+    monkeypatch.setattr(uploads, "hash_file", no_rehash)
+    data = os.urandom(3 << 20)
+    upload = await registry.start_upload("r")
+    await registry.append_upload("r", upload, chunks(data[:1000]), start=0)
+    await registry.append_upload("r", upload, chunks(data[1000:], 1 << 16), start=1000)
+    assert (await registry.commit_upload("r", upload, sha256(data))).size == len(data)
+    assert (await registry.put_blob("r", sha256(b"mono"), chunks(b"mono"))).size == 4
+
+
 async def test_size_mismatch_restores_the_upload(registry: Registry) -> None:
     upload = await registry.start_upload("r")
     await registry.append_upload("r", upload, chunks(b"abc"))
