@@ -13,6 +13,12 @@ from app.config import DEFAULT_ROOT, ConfigError, Settings, load
 from app.main import create_app
 
 SETTINGS_ENV = "KURA_SETTINGS_JSON"  # hands the resolved settings to worker processes
+MAX_DEFAULT_WORKERS = 4  # each worker holds ~50 MB; more rarely pays on a registry's I/O-bound work
+
+
+def default_workers() -> int:
+    """One worker per core, up to a few: a single Python process cannot use a second core."""
+    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
 
 
 def default_root() -> str:
@@ -49,19 +55,24 @@ def serve(args: argparse.Namespace) -> int:
     settings = resolve(args)
     os.makedirs(os.path.join(settings.root, "docker", "registry", "v2"), exist_ok=True)
     host, port = settings.listen()
-    print(f"kura: serving http://{host}:{port}/v2/ with root {settings.root}", file=sys.stderr, flush=True)
+    workers = args.workers or default_workers()
+    print(
+        f"kura: serving http://{host}:{port}/v2/ with root {settings.root} ({workers} worker{'s' * (workers > 1)})",
+        file=sys.stderr,
+        flush=True,
+    )
     options: dict[str, object] = {
         "host": host,
         "port": port,
         "log_level": settings.log.level.lower(),
         "access_log": not settings.log.accesslog.disabled,
         "server_header": False,
-        "workers": args.workers,
+        "workers": workers,
     }
     tls = settings.http.model_extra.get("tls") if settings.http.model_extra else None
     if isinstance(tls, dict) and tls.get("certificate"):
         options |= {"ssl_certfile": tls["certificate"], "ssl_keyfile": tls.get("key")}
-    if args.workers > 1:
+    if workers > 1:
         os.environ[SETTINGS_ENV] = settings.model_dump_json()
         uvicorn.run("app.cli:app_from_env", factory=True, **options)  # type: ignore[arg-type]
     else:
