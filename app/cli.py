@@ -91,7 +91,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="listen address (default from http.addr, else all interfaces)")
     p.add_argument("--port", type=int, help="listen port (default from http.addr, else 5000)")
     p.add_argument(
-        "--workers", type=int, default=1, help="worker processes (upload state is on disk, so any number works)"
+        "--workers",
+        type=int,
+        default=int(os.environ.get("KURA_WORKERS", "0")),
+        help=f"worker processes (default: one per core, at most {MAX_DEFAULT_WORKERS}; env KURA_WORKERS); "
+        "upload state is on disk, so any number works",
     )
     p.set_defaults(func=serve)
     return top
