@@ -13,7 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from storage import mediatypes
+from storage import mediatypes, tags
 from storage.digest import Digest
 from storage.paths import Paths
 
@@ -114,4 +114,29 @@ def find(
         if summary.annotations:
             descriptor["annotations"] = summary.annotations
         result.append(descriptor)
-    return result
+    return result + _from_fallback_tag(paths, name, subject, {d["digest"] for d in result}, artifact_type)
+
+
+def _from_fallback_tag(
+    paths: Paths, name: str, subject: Digest, seen: set[str], artifact_type: str | None
+) -> list[dict[str, Any]]:
+    """Descriptors from a client-maintained ``<alg>-<hex>`` tag index (the spec's tag schema), which
+    a registry offering the API must include."""
+    digest = tags.resolve(paths, name, f"{subject.algorithm}-{subject.hex}")
+    if digest is None:
+        return []
+    try:
+        with open(paths.blob_data(digest), "rb") as f:
+            document = json.loads(f.read())
+    except (OSError, ValueError):
+        return []
+    entries = document.get("manifests") if isinstance(document, dict) else None
+    found: list[dict[str, Any]] = []
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str) or entry["digest"] in seen:
+            continue
+        if artifact_type is not None and entry.get("artifactType") != artifact_type:
+            continue
+        seen.add(entry["digest"])
+        found.append(entry)
+    return found

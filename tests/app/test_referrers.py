@@ -83,14 +83,23 @@ async def test_fallback_tag_schema_keeps_working(client: httpx.AsyncClient) -> N
     """Clients that do not trust the API maintain a ``sha256-<hex>`` tag holding an index."""
     subject = await push_image(client, "r", random_image(seed=3))
     ref = await put(client, "r", artifact(subject, "application/x"))
+    # A cosign-style signature pushed without ``subject``, known only through the fallback tag.
+    sig_body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": EMPTY, "layers": []}).encode()
+    sig = await put(client, "r", sig_body)
+    legacy_sig = {"mediaType": OCI_MANIFEST, "digest": sig, "size": len(sig_body), "artifactType": "application/sig"}
     fallback = json.dumps(
         {
             "schemaVersion": 2,
             "mediaType": OCI_INDEX,
-            "manifests": [{"mediaType": OCI_MANIFEST, "digest": ref, "size": 1}],
+            "manifests": [{"mediaType": OCI_MANIFEST, "digest": ref, "size": 1}, legacy_sig],
         }
     ).encode()
     tag = subject.replace(":", "-")
     r = await client.put(f"/v2/r/manifests/{tag}", content=fallback, headers={"Content-Type": OCI_INDEX})
     assert r.status_code == 201
     assert (await client.get(f"/v2/r/manifests/{tag}")).content == fallback
+    listed = (await client.get(f"/v2/r/referrers/{subject}")).json()["manifests"]
+    assert [m["digest"] for m in listed] == [ref, legacy_sig["digest"]]  # the API's own entry wins for ref
+    assert listed[1] == legacy_sig
+    only_sig = await client.get(f"/v2/r/referrers/{subject}", params={"artifactType": "application/sig"})
+    assert only_sig.json()["manifests"] == [legacy_sig]
