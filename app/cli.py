@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import sys
 from collections.abc import Sequence
 
+import httpx
 import uvicorn
 
 from app.config import DEFAULT_ROOT, ConfigError, Settings, load
+from app.demo import Demo, push_all
 from app.main import create_app
+from app.remote import RemoteSource
+from storage import Registry, explain
+from storage.errors import StorageError
 
 SETTINGS_ENV = "KURA_SETTINGS_JSON"  # hands the resolved settings to worker processes
 MAX_DEFAULT_WORKERS = 4  # each worker holds ~50 MB; more rarely pays on a registry's I/O-bound work
@@ -80,6 +87,62 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def split_reference(text: str) -> tuple[str | None, str, str]:
+    """``[host[:port]/]repo(:tag|@digest)`` -> (host or None, repository, tag or digest)."""
+    host = None
+    first, _, rest = text.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        host, text = first, rest
+    if "@" in text:
+        repository, reference = text.split("@", 1)
+    else:
+        repository, _, reference = text.rpartition(":") if ":" in text else (text, "", "latest")
+    return host, repository, reference or "latest"
+
+
+def inspect(args: argparse.Namespace) -> int:
+    host, repository, reference = split_reference(args.reference)
+
+    async def run() -> tuple[explain.Report, str]:
+        if args.root:
+            source: explain.Source = explain.LocalSource(Registry(args.root))
+            return await explain.explain(source, repository, reference, args.platform), repository
+        base = f"{'https' if args.tls else 'http'}://{host or 'localhost:5000'}"
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            report = await explain.explain(RemoteSource(client), repository, reference, args.platform)
+        return report, f"{host or 'localhost:5000'}/{repository}"
+
+    try:
+        report, shown = asyncio.run(run())
+    except (StorageError, httpx.HTTPError) as exc:
+        print(f"kura inspect: {args.reference}: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(explain.render(report, shown, reference), end="")
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    base = args.registry.rstrip("/")
+    host = base.split("://", 1)[-1]
+
+    async def run() -> list[tuple[Demo, str]]:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+            return await push_all(client, host)
+
+    try:
+        pushed = asyncio.run(run())
+    except httpx.HTTPError as exc:
+        print(f"kura demo: cannot push to {base}: {exc}", file=sys.stderr)
+        return 1
+    for item, digest in pushed:
+        print(f"{host}/{item.repository}:{item.tag}  {digest}\n    {item.what}")
+    print(f"\nExplain one: kura inspect {host}/demo/app:legacy")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="kura", description="Kura, a private container registry (registry:2 compatible)."
@@ -98,6 +161,18 @@ def parser() -> argparse.ArgumentParser:
         "upload state is on disk, so any number works",
     )
     p.set_defaults(func=serve)
+
+    i = commands.add_parser("inspect", help="explain an image, index, attestation or build cache")
+    i.add_argument("reference", help="host:port/repo:tag, repo@sha256:..., or repo:tag with --root")
+    i.add_argument("--root", help="read a storage root on this machine instead of a registry")
+    i.add_argument("--platform", help="also check that the index has an entry for this platform (os/arch)")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.add_argument("--tls", action="store_true", help="talk HTTPS to the registry")
+    i.set_defaults(func=inspect)
+
+    d = commands.add_parser("demo", help="push BuildKit-realistic demo images (attestations, caches, artifacts)")
+    d.add_argument("--registry", default="http://localhost:5000", help="registry URL (default http://localhost:5000)")
+    d.set_defaults(func=demo)
     return top
 
 

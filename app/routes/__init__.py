@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from app.routes import base, blobs, listing, manifests, referrers, uploads
+from app.routes import base, blobs, kura, listing, manifests, referrers, uploads
 
 ROUTES = [
     Route("/v2/", base.version_check, methods=["GET"]),
@@ -25,4 +25,5 @@ ROUTES = [
     Route("/v2/{name:path}/blobs/{digest}", blobs.get_blob, methods=["GET", "HEAD"]),
     Route("/v2/{name:path}/blobs/{digest}", blobs.delete_blob, methods=["DELETE"]),
     Route("/v2/{name:path}/referrers/{digest}", referrers.list_referrers, methods=["GET"]),
+    Route("/_kura/v1/inspect/{name:path}/manifests/{reference}", kura.inspect, methods=["GET"]),
 ]

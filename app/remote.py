@@ -1,0 +1,57 @@
+"""Reading a registry over HTTP, for ``kura inspect`` of ``host:port/repo:tag`` and ``kura demo``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from storage import mediatypes
+from storage.buildkit import Content, descriptor
+
+ACCEPT = ", ".join(sorted(mediatypes.MANIFESTS))
+CONFIG_LIMIT = 1 << 20
+
+
+class RemoteSource:
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def manifest(self, name: str, reference: str) -> tuple[bytes, str, str]:
+        r = await self.client.get(f"/v2/{name}/manifests/{reference}", headers={"Accept": ACCEPT})
+        r.raise_for_status()
+        media_type = r.headers.get("content-type", "").split(";")[0]
+        digest = r.headers.get("docker-content-digest") or descriptor("", r.content)["digest"]
+        return r.content, media_type, digest
+
+    async def blob(self, name: str, digest: str) -> bytes | None:
+        async with self.client.stream("GET", f"/v2/{name}/blobs/{digest}") as r:
+            if r.status_code != 200 or int(r.headers.get("content-length", "0")) > CONFIG_LIMIT:
+                return None
+            return await r.aread()
+
+    async def referrers(self, name: str, digest: str) -> list[dict[str, Any]]:
+        r = await self.client.get(f"/v2/{name}/referrers/{digest}")
+        if r.status_code != 200:
+            return []  # a registry without the API (registry:2 answers 404)
+        manifests = r.json().get("manifests")
+        return manifests if isinstance(manifests, list) else []
+
+
+async def push(client: httpx.AsyncClient, name: str, content: Content, tag: str | None) -> str:
+    """Push blobs (skipping those present), then manifests children first; tag the last one."""
+    for digest, data in content.blobs.items():
+        if (await client.head(f"/v2/{name}/blobs/{digest}")).status_code == 200:
+            continue
+        r = await client.post(f"/v2/{name}/blobs/uploads/")
+        r.raise_for_status()
+        location = r.headers["location"]
+        separator = "&" if "?" in location else "?"
+        r = await client.put(f"{location}{separator}digest={digest}", content=data)
+        r.raise_for_status()
+    for index, (body, media_type) in enumerate(content.manifests):
+        digest = descriptor(media_type, body)["digest"]
+        reference = tag if tag is not None and index == len(content.manifests) - 1 else digest
+        r = await client.put(f"/v2/{name}/manifests/{reference}", content=body, headers={"Content-Type": media_type})
+        r.raise_for_status()
+    return str(descriptor("", content.root[0])["digest"])

@@ -1,0 +1,17 @@
+"""Kura's own API, under ``/_kura/`` so it can never collide with ``/v2/`` names."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from app.http import registry
+from storage import explain
+
+
+async def inspect(request: Request) -> Response:
+    source = explain.LocalSource(registry(request))
+    report = await explain.explain(
+        source, request.path_params["name"], request.path_params["reference"], request.query_params.get("platform")
+    )
+    return JSONResponse(report.as_dict())

@@ -1,0 +1,61 @@
+"""``kura demo`` and ``kura inspect`` as a user runs them, and the demo images through skopeo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Skopeo
+from tests.e2e.servers import REPO, kura
+
+pytestmark = pytest.mark.e2e
+
+
+def kura_cli(*args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_demo_then_inspect(tmp_path: Path, root: str, skopeo: Skopeo) -> None:
+    with kura(root) as url:
+        host = url.removeprefix("http://")
+        out = kura_cli("demo", "--registry", url)
+        assert f"{host}/demo/app:legacy" in out and f"{host}/demo/cache:legacy" in out
+
+        text = kura_cli("inspect", f"{host}/demo/app:legacy")
+        assert "Platform:    unknown/unknown" in text and "Attests:     linux/amd64 image sha256:" in text
+        assert "years ago" in text and "--provenance=false" in text
+
+        report = json.loads(kura_cli("inspect", "--json", f"{host}/demo/app:oci-artifact"))
+        assert {f["id"] for f in report["findings"]} >= {"attestations-in-index", "oci-artifact-attestations"}
+        assert (
+            report["entries"][0]["referrers"][0]["artifactType"]
+            == "application/vnd.docker.attestation.manifest.v1+json"
+        )
+
+        ci = json.loads(kura_cli("inspect", "--json", "--platform", "windows/amd64", f"{host}/demo/app:ci"))
+        assert "single-platform" in {f["id"] for f in ci["findings"]}
+
+        # skopeo copies every demo index with all its children, byte for byte, into a second repository.
+        for tag in ("legacy", "oci-artifact", "sbom", "no-provenance"):
+            skopeo.copy(f"docker://{host}/demo/app:{tag}", f"docker://{host}/copy/app:{tag}", "--all")
+            with httpx.Client(base_url=url) as c:
+                a = c.get(f"/v2/demo/app/manifests/{tag}")
+                b = c.get(f"/v2/copy/app/manifests/{tag}")
+                assert (
+                    a.content == b.content and a.headers["docker-content-digest"] == b.headers["docker-content-digest"]
+                )
+        layout = tmp_path / "layout"
+        skopeo.copy(f"docker://{host}/demo/app:legacy", f"oci:{layout}:legacy", "--all")
+        index = json.loads((layout / "index.json").read_text())
+        assert index["manifests"][0]["mediaType"] == "application/vnd.oci.image.index.v1+json"
+
+    # The same explanation from the storage root, with no server.
+    local = kura_cli("inspect", "--root", root, "demo/cache:legacy")
+    assert "BuildKit registry cache" in local and "Kind:      cache" in local
