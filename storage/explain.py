@@ -195,7 +195,9 @@ def _findings(
                     "describe. They are not runnable images: `docker buildx imagetools inspect` shows them as "
                     "unknown/unknown, registry UIs list them as separate untagged images of a few KiB, and "
                     "anything that reads their config's `created` (which they do not have) shows 1970 - "
-                    f"'{epoch_years} years ago'. Pulls by platform ignore them. " + REMEDIES
+                    f"'{epoch_years} years ago'. Pulls by platform ignore them, but `ctr images pull "
+                    "--all-platforms` (and ECS) try to unpack their in-toto layers and fail with 'no processor "
+                    "for media-type: unknown'. " + REMEDIES
                 ),
             }
         )

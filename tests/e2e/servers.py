@@ -20,7 +20,11 @@ REGISTRY2 = "/usr/bin/docker-registry"
 
 def require(binary: str) -> str:
     """The path of a client the suite needs; its absence is a failure, never a skip."""
-    path = shutil.which(binary) or (binary if os.path.isabs(binary) and os.path.exists(binary) else None)
+    beside_python = os.path.join(os.path.dirname(sys.executable), binary)  # console scripts of the venv
+    if os.path.isabs(binary):
+        path = binary if os.path.exists(binary) else None
+    else:
+        path = beside_python if os.path.exists(beside_python) else shutil.which(binary)
     if path is None:
         pytest.fail(f"{binary} is not installed: run scripts/test (it installs every client the suite drives)")
     return path
