@@ -9,17 +9,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-import httpx
-import uvicorn
+from app.config import DEFAULT_ROOT, SETTINGS_ENV, ConfigError, Settings, load
 
-from app.config import DEFAULT_ROOT, ConfigError, Settings, load
-from app.demo import Demo, push_all
-from app.main import create_app
-from app.remote import RemoteSource
-from storage import Registry, explain
-from storage.errors import StorageError
+# Commands import what they use inside their own function: uvicorn spawns each worker by re-importing
+# this module, and every module imported here would sit in every worker's memory.
 
-SETTINGS_ENV = "KURA_SETTINGS_JSON"  # hands the resolved settings to worker processes
+
 MAX_DEFAULT_WORKERS = 4  # each worker holds ~50 MB; more rarely pays on a registry's I/O-bound work
 
 
@@ -53,12 +48,9 @@ def resolve(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def app_from_env() -> object:
-    """uvicorn factory for worker processes (``--workers`` > 1)."""
-    return create_app(Settings.model_validate_json(os.environ[SETTINGS_ENV]))
-
-
 def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
     settings = resolve(args)
     os.makedirs(os.path.join(settings.root, "docker", "registry", "v2"), exist_ok=True)
     host, port = settings.listen()
@@ -81,8 +73,10 @@ def serve(args: argparse.Namespace) -> int:
         options |= {"ssl_certfile": tls["certificate"], "ssl_keyfile": tls.get("key")}
     if workers > 1:
         os.environ[SETTINGS_ENV] = settings.model_dump_json()
-        uvicorn.run("app.cli:app_from_env", factory=True, **options)  # type: ignore[arg-type]
+        uvicorn.run("app.main:app_from_env", factory=True, **options)  # type: ignore[arg-type]
     else:
+        from app.main import create_app
+
         uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
     return 0
 
@@ -101,6 +95,12 @@ def split_reference(text: str) -> tuple[str | None, str, str]:
 
 
 def inspect(args: argparse.Namespace) -> int:
+    import httpx
+
+    from app.remote import RemoteSource
+    from storage import Registry, explain
+    from storage.errors import StorageError
+
     host, repository, reference = split_reference(args.reference)
 
     async def run() -> tuple[explain.Report, str]:
@@ -125,6 +125,10 @@ def inspect(args: argparse.Namespace) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
+    import httpx
+
+    from app.demo import Demo, push_all
+
     base = args.registry.rstrip("/")
     host = base.split("://", 1)[-1]
 

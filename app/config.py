@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 ENV_PREFIX = "REGISTRY_"
 CONFIG_PATH_ENV = "REGISTRY_CONFIGURATION_PATH"
 DEFAULT_ROOT = "/var/lib/registry"
+SETTINGS_ENV = "KURA_SETTINGS_JSON"  # hands the resolved settings to worker processes
 REFUSED = ("auth", "proxy", "redis", "notifications")
 
 

@@ -18,7 +18,7 @@ from storage.names import validate_name, validate_tag
 from storage.paths import Paths
 from storage.reader import BlobReader
 
-BATCH = 1 << 20  # bytes gathered before one executor hop writes and hashes them
+BATCH = 1 << 18  # bytes gathered before one executor hop writes and hashes them
 
 
 @dataclass(frozen=True, slots=True)
