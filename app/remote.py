@@ -8,9 +8,9 @@ import httpx
 
 from storage import mediatypes
 from storage.buildkit import Content, descriptor
+from storage.explain import CONFIG_LIMIT
 
 ACCEPT = ", ".join(sorted(mediatypes.MANIFESTS))
-CONFIG_LIMIT = 1 << 20
 
 
 class RemoteSource:

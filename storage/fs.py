@@ -9,14 +9,12 @@ fsync'd so that the rename itself survives a crash.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
 
 from storage.digest import Digest
-from storage.errors import DigestInvalid
+from storage.errors import StorageError
 
 
 def fsync_dir(path: str) -> None:
@@ -73,7 +71,7 @@ def read_link(path: str) -> Digest | None:
         return None
     try:
         return Digest.parse(raw.decode("ascii").strip())
-    except (UnicodeDecodeError, DigestInvalid, Exception):
+    except (UnicodeDecodeError, StorageError):
         return None
 
 
@@ -104,19 +102,3 @@ def list_dirs(path: str) -> list[str]:
             return [e.name for e in entries if e.is_dir(follow_symlinks=False)]
     except (FileNotFoundError, NotADirectoryError):
         return []
-
-
-def walk_links(path: str) -> Iterator[Digest]:
-    """Digests of every ``<alg>/<hex>/link`` below ``path`` (a revisions or _layers directory).
-
-    Like registry:2's Enumerate, a directory without a ``link`` file is skipped.
-    """
-    for algorithm in sorted(list_dirs(path)):
-        for encoded in sorted(list_dirs(os.path.join(path, algorithm))):
-            digest = read_link(os.path.join(path, algorithm, encoded, "link"))
-            if digest is not None:
-                yield digest
-
-
-def is_missing(error: OSError) -> bool:
-    return error.errno in (errno.ENOENT, errno.ENOTDIR)

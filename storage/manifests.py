@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,11 +211,3 @@ def _inline_data(descriptor: Descriptor, digest: Digest) -> bytes | None:
     if len(data) != descriptor.size or Digest.of_bytes(data, digest.algorithm) != digest:
         return None
     return data
-
-
-def revisions(paths: Paths, name: str) -> list[Digest]:
-    return list(fs.walk_links(paths.manifest_revisions(name)))
-
-
-def exists(paths: Paths, name: str) -> bool:
-    return os.path.isdir(paths.manifests(name))

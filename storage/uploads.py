@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from storage import blobs, fs
-from storage.digest import CANONICAL, Digest, Hasher, new_hasher
+from storage.digest import Digest, Hasher, new_hasher
 from storage.errors import DigestInvalid, RangeInvalid, UploadUnknown
 from storage.paths import Paths
 
@@ -73,9 +73,11 @@ def start(paths: Paths, name: str) -> str:
     upload_id = str(uuid.uuid4())
     directory = paths.upload(name, upload_id)
     os.makedirs(directory)
-    # registry:2 format: RFC 3339 in UTC, second precision; read back by upload purging.
+    # registry:2 format: RFC 3339 in UTC, second precision; read back by upload purging. Not fsync'd:
+    # an upload is disposable state, and one torn by a crash is simply started again by its client.
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    fs.write_atomic(paths.upload_started_at(name, upload_id), started.encode("ascii"))
+    with open(paths.upload_started_at(name, upload_id), "xb") as f:
+        f.write(started.encode("ascii"))
     with open(paths.upload_data(name, upload_id), "xb"):
         pass
     return upload_id
@@ -163,7 +165,3 @@ def commit(paths: Paths, name: str, upload_id: str, digest: Digest, running: Run
 def cancel(paths: Paths, name: str, upload_id: str) -> None:
     if not fs.remove_tree(paths.upload(name, upload_id)):
         raise UploadUnknown("blob upload unknown to registry", {"uuid": upload_id})
-
-
-def default_algorithm() -> str:
-    return CANONICAL

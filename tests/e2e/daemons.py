@@ -8,7 +8,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 
-from tests.e2e.servers import require
+from tests.e2e.servers import require, stop
 
 
 def _wait_for(path: str, process: subprocess.Popen[bytes], log: str) -> None:
@@ -24,12 +24,7 @@ def _wait_for(path: str, process: subprocess.Popen[bytes], log: str) -> None:
 
 
 def _stop(process: subprocess.Popen[bytes], work: str) -> None:
-    process.terminate()
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    stop(process, timeout=30)
     # Anything a daemon left mounted under its directory would make the directory undeletable.
     with open("/proc/mounts") as f:
         mounts = [line.split()[1] for line in f if line.split()[1].startswith(work)]

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.demo import DEMOS
 from tests.e2e.conftest import Skopeo
 from tests.e2e.servers import REPO, kura
 
@@ -41,6 +42,28 @@ def test_demo_then_inspect(tmp_path: Path, root: str, skopeo: Skopeo) -> None:
 
         ci = json.loads(kura_cli("inspect", "--json", "--platform", "windows/amd64", f"{host}/demo/app:ci"))
         assert "single-platform" in {f["id"] for f in ci["findings"]}
+
+        # Every demo image, as text and as JSON: the finding that explains it is there.
+        expected = {
+            "demo/app:legacy": "attestations-in-index",
+            "demo/app:oci-artifact": "oci-artifact-attestations",
+            "demo/app:sbom": "attestations-in-index",
+            "demo/app:ci": "single-platform",
+            "demo/app:reproducible": "epoch-created",
+            "demo/cache:buildcache": "build-cache",
+            "demo/cache:legacy": "build-cache",
+            "demo/artifact:v1": "single-platform",
+        }
+        for item in DEMOS:
+            ref = f"{host}/{item.repository}:{item.tag}"
+            text = kura_cli("inspect", ref)
+            report = json.loads(kura_cli("inspect", "--json", ref))
+            assert text.startswith(f"Name:      {ref}\n") and report["digest"] in text
+            finding = expected.get(f"{item.repository}:{item.tag}")
+            if finding is not None:
+                assert finding in {f["id"] for f in report["findings"]}, ref
+            else:  # the plain multi-platform index: nothing to warn about
+                assert report["findings"] == [], ref
 
         # skopeo copies every demo index with all its children, byte for byte, into a second repository.
         for tag in ("legacy", "oci-artifact", "sbom", "no-provenance"):
