@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import os
 from collections.abc import AsyncIterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,7 @@ from storage.paths import Paths
 from storage.reader import BlobReader
 
 BATCH = 1 << 18  # bytes gathered before one executor hop writes and hashes them
+FLUSH_EVERY = 64 << 20  # bytes appended between background flushes of an upload
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,8 @@ class Registry:
         self._hashers = uploads.HasherCache()
         self._summaries = referrers.SummaryCache()
         self._tag_listings = tags.ListingCache()
+        # Background flushes block on the disk; their own threads keep them off the main executor.
+        self._flusher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kura-flush")
 
     # -- guards --------------------------------------------------------------------------------
 
@@ -96,6 +101,9 @@ class Registry:
         running = self._hashers.take(upload_id, algorithm, before)
         received = 0
         pending: asyncio.Future[None] | None = None
+        flushing: Future[None] | None = None
+        # Boundaries are offsets in the upload, not in this request: 16 MiB PATCHes flush too.
+        next_flush = (before // FLUSH_EVERY + 1) * FLUSH_EVERY
         buffer = bytearray()
         try:
             async for chunk in chunks:
@@ -107,6 +115,9 @@ class Registry:
                     received += len(buffer)
                     pending = asyncio.ensure_future(run(uploads.write_chunk, fd, running, buffer))
                     buffer = bytearray()
+                    if before + received >= next_flush and (flushing is None or flushing.done()):
+                        flushing = self._flusher.submit(uploads.flush_and_close, os.dup(fd))
+                        next_flush = before + received + FLUSH_EVERY
             if pending is not None:
                 await pending
                 pending = None

@@ -114,6 +114,18 @@ def write_chunk(fd: int, running: RunningHash, data: bytes | bytearray | memoryv
         running.offset += len(data)
 
 
+def flush_and_close(fd: int) -> None:
+    """Write an upload's dirty pages to disk now, on a duplicate descriptor that this closes.
+
+    Run in the background while the rest of the body streams in: the fsync at commit (which is what
+    makes the blob durable) then finds almost nothing left to write.
+    """
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
 def truncate(fd: int, length: int) -> None:
     os.ftruncate(fd, length)
 

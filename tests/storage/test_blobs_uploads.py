@@ -4,6 +4,7 @@ import hashlib
 import os
 import re
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -91,6 +92,43 @@ async def test_commit_uses_the_running_hash(registry: Registry, monkeypatch: pyt
     await registry.append_upload("r", upload, chunks(data[1000:], 1 << 16), start=1000)
     assert (await registry.commit_upload("r", upload, sha256(data))).size == len(data)
     assert (await registry.put_blob("r", sha256(b"mono"), chunks(b"mono"))).size == 4
+
+
+def drain(registry: Registry) -> None:
+    """Wait for every background flush (a fresh pool takes over)."""
+    registry._flusher.shutdown(wait=True)
+    registry._flusher = ThreadPoolExecutor(max_workers=2)
+
+
+async def test_large_uploads_are_flushed_in_the_background(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long uploads start their writeback early, on duplicate descriptors that never leak."""
+    import storage.registry
+    from storage import uploads
+
+    flushed: list[int] = []
+    real = uploads.flush_and_close
+
+    def record(fd: int) -> None:
+        flushed.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(storage.registry, "FLUSH_EVERY", 1 << 20)
+    monkeypatch.setattr(uploads, "flush_and_close", record)
+    before = len(os.listdir("/proc/self/fd"))
+    data = os.urandom(5 << 20)
+    info = await registry.put_blob("r", sha256(data), chunks(data, 1 << 16))
+    drain(registry)
+    assert info.size == len(data)
+    assert 2 <= len(flushed) <= 5
+    # Chunks smaller than the flush interval still flush once the upload as a whole passes it.
+    flushed.clear()
+    upload = await registry.start_upload("r")
+    for start in range(0, len(data), 1 << 19):
+        await registry.append_upload("r", upload, chunks(data[start : start + (1 << 19)], 1 << 16), start=start)
+    await registry.commit_upload("r", upload, sha256(data))
+    drain(registry)
+    assert 2 <= len(flushed) <= 5
+    assert len(os.listdir("/proc/self/fd")) == before
 
 
 async def test_size_mismatch_restores_the_upload(registry: Registry) -> None:
