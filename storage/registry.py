@@ -126,7 +126,6 @@ class Registry:
                 await run(uploads.write_chunk, fd, running, buffer)
             if length is not None and received != length:
                 await run(uploads.truncate, fd, before)
-                running.offset = -1
                 raise SizeInvalid(
                     "body length does not match the declared length", {"declared": length, "received": received}
                 )
@@ -134,7 +133,7 @@ class Registry:
             if pending is not None:
                 await asyncio.gather(pending, return_exceptions=True)
             running.offset = -1
-            self._hashers.drop(upload_id)
+            self._hashers.pop(upload_id)
             raise
         finally:
             await run(uploads.close, fd)
@@ -159,7 +158,7 @@ class Registry:
 
     async def cancel_upload(self, name: str, upload_id: str) -> None:
         self._writable()
-        self._hashers.drop(upload_id)
+        self._hashers.pop(upload_id)
         await run(uploads.cancel, self.paths, validate_name(name), uploads.validate_id(upload_id))
 
     async def put_blob(

@@ -59,9 +59,6 @@ class HasherCache:
         while len(self._items) > self._capacity:
             self._items.popitem(last=False)
 
-    def drop(self, upload_id: str) -> None:
-        self._items.pop(upload_id, None)
-
 
 def validate_id(upload_id: str) -> str:
     if not _UPLOAD_ID.fullmatch(upload_id):
