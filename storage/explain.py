@@ -6,7 +6,6 @@ config/statement blobs and referrers. The result is plain data (``asdict``-able)
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -72,18 +71,10 @@ def _platform(value: Any) -> str | None:
     return "/".join(str(p) for p in parts if p)
 
 
-def _json(data: bytes | None) -> dict[str, Any]:
-    try:
-        value = json.loads(data) if data else None
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 async def _describe_manifest(
     source: Source, name: str, digest: str, body: bytes, media_type: str, now: datetime
 ) -> Entry:
-    doc = _json(body)
+    doc = mediatypes.json_object(body)
     config = doc.get("config") if isinstance(doc.get("config"), dict) else {}
     assert isinstance(config, dict)
     layers = [x for x in doc.get("layers", []) if isinstance(x, dict)]
@@ -105,7 +96,7 @@ async def _describe_manifest(
     if isinstance(subject, dict) and entry.kind == "attestation":
         entry.attests = subject.get("digest")
     if config_type in (mediatypes.OCI_CONFIG, mediatypes.DOCKER_CONFIG) and isinstance(config.get("digest"), str):
-        image_config = _json(await source.blob(name, config["digest"]))
+        image_config = mediatypes.json_object(await source.blob(name, config["digest"]))
         entry.platform = _platform(image_config)
         created = image_config.get("created")
         if isinstance(created, str):
@@ -133,7 +124,7 @@ async def explain(
 ) -> Report:
     now = now or datetime.now(UTC)
     body, media_type, digest = await source.manifest(name, reference)
-    doc = _json(body)
+    doc = mediatypes.json_object(body)
     entries: list[Entry] = []
     if media_type in mediatypes.INDEXES:
         kind = "index"

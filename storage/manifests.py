@@ -70,11 +70,7 @@ def read(paths: Paths, name: str, ref: Reference) -> Manifest:
 
 
 def media_type_of(body: bytes) -> str:
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return mediatypes.OCI_MANIFEST
-    return mediatypes.detect(document) if isinstance(document, dict) else mediatypes.OCI_MANIFEST
+    return mediatypes.detect(mediatypes.json_object(body))
 
 
 def write(paths: Paths, name: str, ref: Reference, body: bytes, content_type: str | None) -> Manifest:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -18,6 +19,15 @@ IMAGE_MANIFESTS = frozenset({DOCKER_MANIFEST, OCI_MANIFEST})
 INDEXES = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
 SCHEMA1 = frozenset({DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED})
 MANIFESTS = IMAGE_MANIFESTS | INDEXES
+
+
+def json_object(data: bytes | None) -> dict[str, Any]:
+    """A stored document as a JSON object; empty when it is missing, not JSON, or not an object."""
+    try:
+        value = json.loads(data) if data else None
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def detect(document: dict[str, Any]) -> str:

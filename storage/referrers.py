@@ -7,7 +7,6 @@ per process and cached; a query only lists the repository's revisions.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -44,12 +43,7 @@ class SummaryCache:
 
 
 def summarize(body: bytes) -> Summary:
-    try:
-        document = json.loads(body)
-    except ValueError:
-        document = None
-    if not isinstance(document, dict):
-        return Summary(None, mediatypes.OCI_MANIFEST, None, len(body), None)
+    document = mediatypes.json_object(body)
     subject = _get(document, "subject", "digest")
     artifact_type = document.get("artifactType")
     if not isinstance(artifact_type, str):
@@ -127,10 +121,10 @@ def _from_fallback_tag(
         return []
     try:
         with open(paths.blob_data(digest), "rb") as f:
-            document = json.loads(f.read())
-    except (OSError, ValueError):
+            document = mediatypes.json_object(f.read())
+    except OSError:
         return []
-    entries = document.get("manifests") if isinstance(document, dict) else None
+    entries = document.get("manifests")
     found: list[dict[str, Any]] = []
     for entry in entries if isinstance(entries, list) else []:
         if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str) or entry["digest"] in seen:
