@@ -20,8 +20,23 @@ from storage.names import validate_name, validate_tag
 from storage.paths import Paths
 from storage.reader import BlobReader
 
-BATCH = 1 << 18  # bytes gathered before one executor hop writes and hashes them
+BATCH = 1 << 20  # bytes gathered before they are written and hashed (two threads, in parallel)
 FLUSH_EVERY = 64 << 20  # bytes appended between background flushes of an upload
+
+
+def _write_and_hash(fd: int, running: uploads.RunningHash, data: list[bytes]) -> asyncio.Future[None]:
+    """Write and hash one batch at once: both release the GIL, so they overlap on two cores."""
+
+    async def both() -> None:
+        # Wait for both even when one fails: the descriptor must outlive the write.
+        results = await asyncio.gather(
+            run(uploads.write_all, fd, data), run(uploads.hash_more, running, data), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    return asyncio.ensure_future(both())
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,26 +119,36 @@ class Registry:
         flushing: Future[None] | None = None
         # Boundaries are offsets in the upload, not in this request: 16 MiB PATCHes flush too.
         next_flush = (before // FLUSH_EVERY + 1) * FLUSH_EVERY
-        buffer = bytearray()
+        # The body's chunks as they came: written with one writev, never copied into one buffer.
+        batch: list[bytes] = []
+        batched = 0
+
+        def send_batch() -> asyncio.Future[None]:
+            nonlocal received, batch, batched, next_flush, flushing
+            future = _write_and_hash(fd, running, batch)
+            received += batched
+            batch, batched = [], 0
+            if before + received >= next_flush and (flushing is None or flushing.done()):
+                flushing = self._flusher.submit(uploads.flush_and_close, os.dup(fd))
+                next_flush = before + received + FLUSH_EVERY
+            return future
+
         try:
             async for chunk in chunks:
-                buffer += chunk
-                if len(buffer) >= BATCH:
-                    # One write in flight while the next batch arrives from the socket.
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= BATCH or len(batch) >= uploads.MAX_PIECES:
+                    # One batch in flight while the next one arrives from the socket.
                     if pending is not None:
                         await pending
-                    received += len(buffer)
-                    pending = asyncio.ensure_future(run(uploads.write_chunk, fd, running, buffer))
-                    buffer = bytearray()
-                    if before + received >= next_flush and (flushing is None or flushing.done()):
-                        flushing = self._flusher.submit(uploads.flush_and_close, os.dup(fd))
-                        next_flush = before + received + FLUSH_EVERY
+                    pending = send_batch()
             if pending is not None:
                 await pending
                 pending = None
-            if buffer:
-                received += len(buffer)
-                await run(uploads.write_chunk, fd, running, buffer)
+            if batch:
+                pending = send_batch()
+                await pending
+                pending = None
             if length is not None and received != length:
                 await run(uploads.truncate, fd, before)
                 raise SizeInvalid(

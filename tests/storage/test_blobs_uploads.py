@@ -131,6 +131,29 @@ async def test_large_uploads_are_flushed_in_the_background(registry: Registry, m
     assert len(os.listdir("/proc/self/fd")) == before
 
 
+async def test_bodies_of_many_tiny_chunks(registry: Registry, root: str) -> None:
+    """More chunks than one writev takes (IOV_MAX) still land in order."""
+    data = os.urandom(5000)
+    info = await registry.put_blob("r", sha256(data), chunks(data, 1))
+    with open(info.path, "rb") as f:
+        assert f.read() == data
+
+
+def test_short_writev_is_finished(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    from storage import uploads
+
+    real = os.writev
+    monkeypatch.setattr(os, "writev", lambda fd, pieces: real(fd, [bytes(pieces[0][:3])]))
+    path = os.path.join(str(tmp_path), "f")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        uploads.write_all(fd, [b"abcdef", b"", b"ghi"])
+    finally:
+        os.close(fd)
+    with open(path, "rb") as f:
+        assert f.read() == b"abcdefghi"
+
+
 async def test_size_mismatch_restores_the_upload(registry: Registry) -> None:
     upload = await registry.start_upload("r")
     await registry.append_upload("r", upload, chunks(b"abc"))
