@@ -6,13 +6,13 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import sys
 from collections.abc import Sequence
 
 from app.config import DEFAULT_ROOT, SETTINGS_ENV, ConfigError, Settings, load
 
-# Commands import what they use inside their own function: uvicorn spawns each worker by re-importing
-# this module, and every module imported here would sit in every worker's memory.
+# Commands import what they use inside their own function: ``kura inspect`` need not load a server.
 
 
 MAX_DEFAULT_WORKERS = 4  # each worker holds ~50 MB; more rarely pays on a registry's I/O-bound work
@@ -48,36 +48,43 @@ def resolve(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def serve(args: argparse.Namespace) -> int:
-    import uvicorn
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The socket every worker accepts on (uvicorn's own choices: SO_REUSEADDR, backlog 2048)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
 
+
+def serve(args: argparse.Namespace) -> int:
     settings = resolve(args)
     os.makedirs(os.path.join(settings.root, "docker", "registry", "v2"), exist_ok=True)
     host, port = settings.listen()
     workers = args.workers or default_workers()
+    if workers > 1:
+        sock = listening_socket(host, port)
     print(
         f"kura: serving http://{host}:{port}/v2/ with root {settings.root} ({workers} worker{'s' * (workers > 1)})",
         file=sys.stderr,
         flush=True,
     )
-    options: dict[str, object] = {
-        "host": host,
-        "port": port,
-        "log_level": settings.log.level.lower(),
-        "access_log": not settings.log.accesslog.disabled,
-        "server_header": False,
-        "workers": workers,
-    }
-    tls = settings.http.model_extra.get("tls") if settings.http.model_extra else None
-    if isinstance(tls, dict) and tls.get("certificate"):
-        options |= {"ssl_certfile": tls["certificate"], "ssl_keyfile": tls.get("key")}
     if workers > 1:
+        # Become the supervisor, a bare interpreter that keeps the workers running (app/supervisor.py).
         os.environ[SETTINGS_ENV] = settings.model_dump_json()
-        uvicorn.run("app.main:app_from_env", factory=True, **options)  # type: ignore[arg-type]
-    else:
-        from app.main import create_app
+        argv = [sys.executable, "-m", "app.supervisor", str(sock.fileno()), str(workers)]
+        os.execv(sys.executable, argv)
+    import uvicorn
 
-        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+    from app.main import create_app
+    from app.worker import uvicorn_options
+
+    uvicorn.run(create_app(settings), host=host, port=port, **uvicorn_options(settings))
     return 0
 
 

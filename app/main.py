@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.config import SETTINGS_ENV, Settings
+from app.config import Settings
 from app.errors import HANDLERS
 from app.routes import ROUTES
 from storage import Options, Registry
@@ -57,8 +56,3 @@ def create_app(settings: Settings) -> Starlette:
     app.state.settings = settings
     app.add_middleware(CommonHeaders)
     return app
-
-
-def app_from_env() -> Starlette:
-    """uvicorn factory for worker processes (``kura serve --workers`` > 1)."""
-    return create_app(Settings.model_validate_json(os.environ[SETTINGS_ENV]))

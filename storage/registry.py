@@ -20,23 +20,8 @@ from storage.names import validate_name, validate_tag
 from storage.paths import Paths
 from storage.reader import BlobReader
 
-BATCH = 1 << 20  # bytes gathered before they are written and hashed (two threads, in parallel)
+BATCH = 1 << 19  # bytes gathered before one executor hop writes them (and hashes them, in parallel)
 FLUSH_EVERY = 64 << 20  # bytes appended between background flushes of an upload
-
-
-def _write_and_hash(fd: int, running: uploads.RunningHash, data: list[bytes]) -> asyncio.Future[None]:
-    """Write and hash one batch at once: both release the GIL, so they overlap on two cores."""
-
-    async def both() -> None:
-        # Wait for both even when one fails: the descriptor must outlive the write.
-        results = await asyncio.gather(
-            run(uploads.write_all, fd, data), run(uploads.hash_more, running, data), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-
-    return asyncio.ensure_future(both())
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +39,8 @@ class Registry:
         self._tag_listings = tags.ListingCache()
         # Background flushes block on the disk; their own threads keep them off the main executor.
         self._flusher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kura-flush")
+        # Hashing runs beside the write of the same batch; a pool per core is all it can use.
+        self._hashing = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="kura-hash")
 
     # -- guards --------------------------------------------------------------------------------
 
@@ -125,7 +112,7 @@ class Registry:
 
         def send_batch() -> asyncio.Future[None]:
             nonlocal received, batch, batched, next_flush, flushing
-            future = _write_and_hash(fd, running, batch)
+            future = asyncio.ensure_future(run(uploads.append, fd, running, batch, self._hashing))
             received += batched
             batch, batched = [], 0
             if before + received >= next_flush and (flushing is None or flushing.done()):

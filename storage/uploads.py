@@ -14,6 +14,7 @@ import shutil
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import Executor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -122,6 +123,16 @@ def hash_more(running: RunningHash, pieces: Sequence[bytes]) -> None:
         for piece in pieces:
             running.hasher.update(piece)
             running.offset += len(piece)
+
+
+def append(fd: int, running: RunningHash, pieces: Sequence[bytes], hashing: Executor) -> None:
+    """Write and hash ``pieces`` at once, hashing on ``hashing``: both release the GIL, so two cores work."""
+    hashed = hashing.submit(hash_more, running, pieces)
+    try:
+        write_all(fd, pieces)
+    finally:
+        wait([hashed])  # the pieces and the hash state are the caller's again only after both are done
+    hashed.result()
 
 
 def flush_and_close(fd: int) -> None:

@@ -53,11 +53,19 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: str) -> None:
 
 @contextlib.contextmanager
 def running(argv: list[str], url: str, log: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    with started(argv, url, log, env):
+        yield url
+
+
+@contextlib.contextmanager
+def started(
+    argv: list[str], url: str, log: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     with open(log, "ab") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     try:
         wait_ready(url, process, log)
-        yield url
+        yield process
     finally:
         stop(process)
 
@@ -71,12 +79,16 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
         process.wait()
 
 
+def kura_argv(root: str, port: int, *args: str) -> list[str]:
+    return [sys.executable, "-m", "app", "serve", "--root", root, "--host", "127.0.0.1", "--port", str(port), *args]
+
+
 @contextlib.contextmanager
 def kura(root: str, *args: str, delete: bool = True) -> Iterator[str]:
     port = free_port()
     env = dict(os.environ, REGISTRY_STORAGE_DELETE_ENABLED="true" if delete else "false")
-    argv = [sys.executable, "-m", "app", "serve", "--root", root, "--host", "127.0.0.1", "--port", str(port), *args]
-    with running(argv, f"http://127.0.0.1:{port}", os.path.join(os.path.dirname(root), "kura.log"), env) as url:
+    log = os.path.join(os.path.dirname(root), "kura.log")
+    with running(kura_argv(root, port, *args), f"http://127.0.0.1:{port}", log, env) as url:
         yield url
 
 

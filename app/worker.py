@@ -1,0 +1,57 @@
+"""How ``kura serve`` runs uvicorn: in-process for one worker, or as ``python -m app.worker FD PARENT``.
+
+A worker gets its settings from the environment (``SETTINGS_ENV``, set by ``kura serve``) and serves
+the listening socket it inherited from the supervisor (``app.supervisor``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from app.config import SETTINGS_ENV, Settings
+
+_PR_SET_PDEATHSIG = 1
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn settings from config.yml's ``log`` and ``http.tls``."""
+    options: dict[str, Any] = {
+        "log_level": settings.log.level.lower(),
+        "access_log": not settings.log.accesslog.disabled,
+        "server_header": False,
+    }
+    tls = settings.http.model_extra.get("tls") if settings.http.model_extra else None
+    if isinstance(tls, dict) and tls.get("certificate"):
+        options |= {"ssl_certfile": tls["certificate"], "ssl_keyfile": tls.get("key")}
+    return options
+
+
+def die_with(parent: int) -> None:
+    """Exit when the supervisor does, even if it is killed with no chance to stop us (SIGKILL)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before prctl took effect
+        sys.exit(0)
+
+
+def main(argv: list[str]) -> int:
+    fd, parent = int(argv[0]), int(argv[1])
+    die_with(parent)
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
+    host, port = settings.listen()
+    config = uvicorn.Config(create_app(settings), host=host, port=port, **uvicorn_options(settings))
+    uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
