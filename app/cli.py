@@ -81,10 +81,10 @@ def serve(args: argparse.Namespace) -> int:
         os.execv(sys.executable, argv)
     import uvicorn
 
-    from app.main import create_app
+    from app.main import served_app
     from app.worker import uvicorn_options
 
-    uvicorn.run(create_app(settings), host=host, port=port, **uvicorn_options(settings))
+    uvicorn.run(served_app(settings), host=host, port=port, **uvicorn_options(settings))
     return 0
 
 

@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.config import Settings
 from app.errors import HANDLERS
 from app.routes import ROUTES
+from app.zerocopy import ZeroCopySend
 from storage import Options, Registry
 
 _COMMON_HEADERS = [
@@ -56,3 +57,8 @@ def create_app(settings: Settings) -> Starlette:
     app.state.settings = settings
     app.add_middleware(CommonHeaders)
     return app
+
+
+def served_app(settings: Settings) -> ASGIApp:
+    """What ``kura serve`` runs: the app, with zero-copy blob sends offered around it."""
+    return ZeroCopySend(create_app(settings))

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from app.zerocopy import EXTENSION
 from storage.reader import BlobReader
 
 
@@ -26,6 +27,10 @@ class BlobResponse(Response):
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             start, end = self.span if self.span is not None else (0, self.reader.size - 1)
+            if EXTENSION in scope.get("extensions", {}):
+                message = {"type": EXTENSION, "file": self.reader, "offset": start, "count": end - start + 1}
+                await send(message)
+                return
             if end >= start:
                 async for chunk in self.reader.chunks(start, end):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -44,11 +44,11 @@ def main(argv: list[str]) -> int:
     die_with(parent)
     import uvicorn
 
-    from app.main import create_app
+    from app.main import served_app
 
     settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
     host, port = settings.listen()
-    config = uvicorn.Config(create_app(settings), host=host, port=port, **uvicorn_options(settings))
+    config = uvicorn.Config(served_app(settings), host=host, port=port, **uvicorn_options(settings))
     uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
     return 0
 

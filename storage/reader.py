@@ -45,5 +45,8 @@ class BlobReader:
                 pending = asyncio.ensure_future(run(os.pread, self.fd, min(CHUNK, stop - offset), offset))
             yield data
 
+    def fileno(self) -> int:
+        return self.fd
+
     def close(self) -> None:
         os.close(self.fd)
