@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import os
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +13,7 @@ from typing import Any
 from storage import blobs, catalog, manifests, referrers, tags, uploads
 from storage.blobs import BlobInfo
 from storage.digest import CANONICAL, Digest
-from storage.errors import ReadOnly, SizeInvalid, Unsupported
+from storage.errors import ReadOnly, Unsupported
 from storage.executor import run
 from storage.manifests import Manifest, Reference
 from storage.names import validate_name, validate_tag
@@ -99,16 +99,49 @@ class Registry:
         self._writable()
         validate_name(name)
         uploads.validate_id(upload_id)
+        # The body's chunks as they came: written with one writev, never copied into one buffer.
+        batch: list[bytes] = []
+        batched = 0
+        body = aiter(chunks)
+        async for chunk in body:
+            batch.append(chunk)
+            batched += len(chunk)
+            if batched >= BATCH or len(batch) >= uploads.MAX_PIECES:
+                return await self._append_stream(name, upload_id, batch, body, start, length, algorithm)
+        # The whole body fits in one batch (small layers, configs): one hop opens, writes, hashes.
+        size, running = await run(
+            uploads.append_whole,
+            self.paths,
+            name,
+            upload_id,
+            start,
+            length,
+            self._hashers.pop(upload_id),
+            algorithm,
+            batch,
+        )
+        self._hashers.put(upload_id, running)
+        return size
+
+    async def _append_stream(
+        self,
+        name: str,
+        upload_id: str,
+        batch: list[bytes],
+        body: AsyncIterator[bytes],
+        start: int | None,
+        length: int | None,
+        algorithm: str,
+    ) -> int:
+        """A body of more than one batch: each batch is written while the next one arrives."""
         fd, before = await run(uploads.open_for_append, self.paths, name, upload_id, start)
-        running = self._hashers.take(upload_id, algorithm, before)
+        running = uploads.resume(self._hashers.pop(upload_id), algorithm, before)
         received = 0
+        batched = sum(map(len, batch))
         pending: asyncio.Future[None] | None = None
         flushing: Future[None] | None = None
         # Boundaries are offsets in the upload, not in this request: 16 MiB PATCHes flush too.
         next_flush = (before // FLUSH_EVERY + 1) * FLUSH_EVERY
-        # The body's chunks as they came: written with one writev, never copied into one buffer.
-        batch: list[bytes] = []
-        batched = 0
 
         def send_batch() -> asyncio.Future[None]:
             nonlocal received, batch, batched, next_flush, flushing
@@ -121,31 +154,27 @@ class Registry:
             return future
 
         try:
-            async for chunk in chunks:
+            pending = send_batch()
+            async for chunk in body:
                 batch.append(chunk)
                 batched += len(chunk)
                 if batched >= BATCH or len(batch) >= uploads.MAX_PIECES:
                     # One batch in flight while the next one arrives from the socket.
-                    if pending is not None:
-                        await pending
+                    await pending
                     pending = send_batch()
-            if pending is not None:
-                await pending
-                pending = None
+            await pending
+            pending = None
             if batch:
                 pending = send_batch()
                 await pending
                 pending = None
             if length is not None and received != length:
                 await run(uploads.truncate, fd, before)
-                raise SizeInvalid(
-                    "body length does not match the declared length", {"declared": length, "received": received}
-                )
+                raise uploads.size_invalid(length, received)
         except BaseException:
             if pending is not None:
                 await asyncio.gather(pending, return_exceptions=True)
             running.offset = -1
-            self._hashers.pop(upload_id)
             raise
         finally:
             await run(uploads.close, fd)

@@ -20,12 +20,13 @@ from datetime import UTC, datetime
 
 from storage import blobs, fs
 from storage.digest import Digest, Hasher, new_hasher
-from storage.errors import DigestInvalid, RangeInvalid, UploadUnknown
+from storage.errors import DigestInvalid, RangeInvalid, SizeInvalid, UploadUnknown
 from storage.paths import Paths
 
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 READ_SIZE = 1 << 20
 MAX_PIECES = 512  # per writev: well under Linux's IOV_MAX (1024)
+HASH_ALONE = 1 << 16  # smaller batches are hashed in the writing thread: a hand-off costs more
 
 
 @dataclass(slots=True)
@@ -42,16 +43,6 @@ class HasherCache:
         self._capacity = capacity
         self._items: OrderedDict[str, RunningHash] = OrderedDict()
 
-    def take(self, upload_id: str, algorithm: str, offset: int) -> RunningHash:
-        """The running hash at ``offset``; a fresh one when the cached hash is elsewhere or absent."""
-        item = self._items.pop(upload_id, None)
-        if item is not None and item.offset == offset and item.algorithm == algorithm:
-            return item
-        if offset == 0:
-            return RunningHash(algorithm, 0, new_hasher(algorithm))
-        # Unknown state: keep no hash; commit hashes the file again.
-        return RunningHash(algorithm, -1, new_hasher(algorithm))
-
     def pop(self, upload_id: str) -> RunningHash | None:
         return self._items.pop(upload_id, None)
 
@@ -61,6 +52,20 @@ class HasherCache:
         self._items[upload_id] = item
         while len(self._items) > self._capacity:
             self._items.popitem(last=False)
+
+
+def resume(item: RunningHash | None, algorithm: str, offset: int) -> RunningHash:
+    """The running hash to continue at ``offset``: ``item`` when it is there, else a fresh one."""
+    if item is not None and item.offset == offset and item.algorithm == algorithm:
+        return item
+    if offset == 0:
+        return RunningHash(algorithm, 0, new_hasher(algorithm))
+    # Unknown state: keep no hash; commit hashes the file again.
+    return RunningHash(algorithm, -1, new_hasher(algorithm))
+
+
+def size_invalid(declared: int, received: int) -> SizeInvalid:
+    return SizeInvalid("body length does not match the declared length", {"declared": declared, "received": received})
 
 
 def validate_id(upload_id: str) -> str:
@@ -125,8 +130,36 @@ def hash_more(running: RunningHash, pieces: Sequence[bytes]) -> None:
             running.offset += len(piece)
 
 
+def append_whole(
+    paths: Paths,
+    name: str,
+    upload_id: str,
+    start: int | None,
+    length: int | None,
+    cached: RunningHash | None,
+    algorithm: str,
+    pieces: Sequence[bytes],
+) -> tuple[int, RunningHash]:
+    """Append a whole (small) body in one go: (the upload's new size, its running hash)."""
+    received = sum(map(len, pieces))
+    fd, before = open_for_append(paths, name, upload_id, start)
+    try:
+        if length is not None and received != length:
+            raise size_invalid(length, received)
+        running = resume(cached, algorithm, before)
+        write_all(fd, pieces)
+        hash_more(running, pieces)
+    finally:
+        os.close(fd)
+    return before + received, running
+
+
 def append(fd: int, running: RunningHash, pieces: Sequence[bytes], hashing: Executor) -> None:
     """Write and hash ``pieces`` at once, hashing on ``hashing``: both release the GIL, so two cores work."""
+    if sum(map(len, pieces)) < HASH_ALONE:
+        write_all(fd, pieces)
+        hash_more(running, pieces)
+        return
     hashed = hashing.submit(hash_more, running, pieces)
     try:
         write_all(fd, pieces)
@@ -191,8 +224,18 @@ def commit(paths: Paths, name: str, upload_id: str, digest: Digest, running: Run
             os.close(fd)
         fs.move_into_place(data, target)
     blobs.link(paths, name, digest)
-    shutil.rmtree(paths.upload(name, upload_id), ignore_errors=True)
+    _remove_committed(paths, name, upload_id)
     return blobs.BlobInfo(digest, length, target)
+
+
+def _remove_committed(paths: Paths, name: str, upload_id: str) -> None:
+    """Drop what is left of a committed upload: normally just ``startedat`` (and ``data`` when deduplicated)."""
+    for path in (paths.upload_started_at(name, upload_id), paths.upload_data(name, upload_id)):
+        fs.remove(path)
+    try:
+        os.rmdir(paths.upload(name, upload_id))
+    except OSError:  # something else in it (another server's hashstates): the slow, thorough way
+        shutil.rmtree(paths.upload(name, upload_id), ignore_errors=True)
 
 
 def cancel(paths: Paths, name: str, upload_id: str) -> None:

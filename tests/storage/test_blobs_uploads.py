@@ -154,14 +154,28 @@ def test_short_writev_is_finished(tmp_path: object, monkeypatch: pytest.MonkeyPa
         assert f.read() == b"abcdefghi"
 
 
-async def test_size_mismatch_restores_the_upload(registry: Registry) -> None:
+@pytest.mark.parametrize("size", [4, 3 << 20], ids=["one-batch", "streamed"])
+async def test_size_mismatch_restores_the_upload(registry: Registry, size: int) -> None:
     upload = await registry.start_upload("r")
     await registry.append_upload("r", upload, chunks(b"abc"))
     with pytest.raises(SizeInvalid):
-        await registry.append_upload("r", upload, chunks(b"defg"), length=10)
+        await registry.append_upload("r", upload, chunks(os.urandom(size), 1 << 16), length=size + 6)
     assert await registry.upload_size("r", upload) == 3
     info = await registry.commit_upload("r", upload, sha256(b"abc"))
     assert info.size == 3
+
+
+async def test_commit_removes_whatever_the_upload_holds(registry: Registry, root: str) -> None:
+    """registry:2 keeps hashstates/ beside data: a root it wrote must not keep upload leftovers."""
+    upload = await registry.start_upload("r")
+    await registry.append_upload("r", upload, chunks(b"abc"))
+    hashstates = os.path.join(registry.paths.upload("r", upload), "hashstates", "sha256")
+    os.makedirs(hashstates)
+    with open(os.path.join(hashstates, "0"), "wb") as f:
+        f.write(b"state")
+    await registry.commit_upload("r", upload, sha256(b"abc"))
+    assert not os.path.exists(registry.paths.upload("r", upload))
+    assert os.listdir(registry.paths.uploads("r")) == []
 
 
 async def test_startedat_is_rfc3339_utc(registry: Registry, root: str) -> None:
