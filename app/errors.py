@@ -7,6 +7,7 @@ and the handlers registered here answer with ``{"errors": [{"code", "message", "
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Mapping
 from enum import Enum
@@ -118,7 +119,11 @@ def http_error(request: Request, exc: Exception) -> Response:
 
 
 def unexpected_error(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        # Not a bug: say so to the client (507, still a server error that it may retry later).
+        log.error("storage full on %s %s: %s", request.method, request.url.path, exc.strerror)
+        return error_response(Code.UNKNOWN, "the registry's storage is full", None, 507)
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     # The detail is deliberately empty: an exception text could leak filesystem paths.
     return error_response(Code.UNKNOWN, "internal error", None, 500)
 
