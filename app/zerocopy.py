@@ -74,10 +74,13 @@ class ZeroCopySend:
         if not direct:
             await _stream(send, fd, offset, count, more_body)
             return
-        sock = transport.get_extra_info("socket").fileno()
+        # The thread gets descriptors of its own and closes them itself. If the client hangs up, the
+        # event loop closes the socket's at once; if this task is cancelled, the blob's is closed by
+        # the response: either number may then be reused by another connection while the thread sends.
+        sending = self._start(transport.get_extra_info("socket").fileno(), fd, offset, count)
         self.busy += 1
         try:
-            sent = await asyncio.get_running_loop().run_in_executor(self.pool, _sendfile_all, sock, fd, offset, count)
+            sent = await sending
         except OSError:  # the client went away or stalled: nothing more can be said on this connection
             transport.close()
             return
@@ -90,12 +93,34 @@ class ZeroCopySend:
         if not more_body:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
+    def _start(self, sock: int, fd: int, offset: int, count: int) -> asyncio.Future[int]:
+        """Hand duplicates of both descriptors to a sendfile thread, which closes them when done."""
+        duplicates: list[int] = []
+        try:
+            for descriptor in (sock, fd):
+                duplicates.append(os.dup(descriptor))
+            sock_copy, fd_copy = duplicates
+            loop = asyncio.get_running_loop()
+            return loop.run_in_executor(self.pool, _sendfile_and_close, sock_copy, fd_copy, offset, count)
+        except BaseException:
+            for descriptor in duplicates:
+                os.close(descriptor)
+            raise
+
 
 def _is_httptools_cycle(cycle: object) -> bool:
     return type(cycle).__module__ == _HTTPTOOLS_CYCLE and all(
         hasattr(cycle, name)
         for name in ("transport", "expected_content_length", "chunked_encoding", "response_started", "disconnected")
     )
+
+
+def _sendfile_and_close(sock: int, fd: int, offset: int, count: int) -> int:
+    try:
+        return _sendfile_all(sock, fd, offset, count)
+    finally:
+        os.close(sock)
+        os.close(fd)
 
 
 def _sendfile_all(sock: int, fd: int, offset: int, count: int) -> int:
