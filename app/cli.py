@@ -48,10 +48,25 @@ def resolve(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """The socket every worker accepts on (uvicorn's own choices: SO_REUSEADDR, backlog 2048)."""
+def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """One listening socket per worker, all on ``host:port`` with SO_REUSEPORT.
+
+    The kernel then spreads new connections evenly over the workers. On one shared socket the worker
+    that wakes first accepts the whole backlog (libuv accepts until it is empty), so a burst of
+    connections, such as a CI job's or wrk's 8, often all landed on one worker and one core.
+    """
+    # SO_REUSEPORT would also let us join another server of this user on the port without a word:
+    # a plain bind first says whether the port is free.
+    _bind(host, port, reuse_port=False).close()
+    return [_bind(host, port, reuse_port=True) for _ in range(count)]
+
+
+def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A listening socket with uvicorn's own choices: SO_REUSEADDR, backlog 2048."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -68,7 +83,7 @@ def serve(args: argparse.Namespace) -> int:
     host, port = settings.listen()
     workers = args.workers or default_workers()
     if workers > 1:
-        sock = listening_socket(host, port)
+        sockets = listening_sockets(host, port, workers)
     print(
         f"kura: serving http://{host}:{port}/v2/ with root {settings.root} ({workers} worker{'s' * (workers > 1)})",
         file=sys.stderr,
@@ -77,7 +92,7 @@ def serve(args: argparse.Namespace) -> int:
     if workers > 1:
         # Become the supervisor, a bare interpreter that keeps the workers running (app/supervisor.py).
         os.environ[SETTINGS_ENV] = settings.model_dump_json()
-        argv = [sys.executable, "-m", "app.supervisor", str(sock.fileno()), str(workers)]
+        argv = [sys.executable, "-m", "app.supervisor", *(str(sock.fileno()) for sock in sockets)]
         os.execv(sys.executable, argv)
     import uvicorn
 

@@ -1,12 +1,15 @@
-"""The parent of ``kura serve --workers N``: keeps N workers on one listening socket, nothing else.
+"""The parent of ``kura serve --workers N``: keeps one worker on each listening socket, nothing else.
 
-``kura serve`` binds the socket, then replaces itself with this module (``exec``), so the supervisor is
-the same PID (what ``docker stop`` signals) but a bare interpreter: it imports only the standard
-library. uvicorn's own supervisor imports uvicorn and the app and adds multiprocessing's resource
-tracker, ~50 MB for a process that serves no request.
+``kura serve`` binds N sockets to the port (SO_REUSEPORT, see ``app.cli.listening_sockets``), then
+replaces itself with this module (``exec``), so the supervisor is the same PID (what ``docker stop``
+signals) but a bare interpreter: it imports only the standard library. uvicorn's own supervisor imports
+uvicorn and the app and adds multiprocessing's resource tracker, ~50 MB for a process that serves no
+request.
 
-Each worker is a fresh ``python -m app.worker`` that inherits the socket; the kernel spreads new
-connections over them. A worker that dies is started again; SIGTERM or SIGINT stops them all.
+Each worker is a fresh ``python -m app.worker`` that inherits its own socket; the kernel spreads new
+connections over the sockets. A worker that dies is started again on the same socket, which this
+process keeps open, so the connections queued on it wait for the new worker instead of being reset.
+SIGTERM or SIGINT stops them all.
 """
 
 from __future__ import annotations
@@ -16,61 +19,68 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from types import FrameType
 
 BOOT_WINDOW = 5.0  # a worker that dies this soon after its start cannot boot: stop, as gunicorn does
 GRACE = 30.0  # seconds the workers get to finish their requests on shutdown
 
 
+@dataclass
+class Worker:
+    process: subprocess.Popen[bytes]
+    fd: int
+    started: float
+
+
 class Supervisor:
-    def __init__(self, fd: int, count: int) -> None:
-        self.fd = fd
-        self.count = count
-        self.workers: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
+    def __init__(self, fds: list[int]) -> None:
+        self.fds = fds
+        self.workers: dict[int, Worker] = {}
         self.stopping = False
         self.failed = False
 
-    def spawn(self) -> None:
-        argv = [sys.executable, "-m", "app.worker", str(self.fd), str(os.getpid())]
-        worker = subprocess.Popen(argv, pass_fds=(self.fd,))
-        self.workers[worker.pid] = (worker, time.monotonic())
+    def spawn(self, fd: int) -> None:
+        argv = [sys.executable, "-m", "app.worker", str(fd), str(os.getpid())]
+        process = subprocess.Popen(argv, pass_fds=(fd,))
+        self.workers[process.pid] = Worker(process, fd, time.monotonic())
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
-        for worker, _ in self.workers.values():
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
+        for worker in self.workers.values():
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGTERM)
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
-        for _ in range(self.count):
-            self.spawn()
+        for fd in self.fds:
+            self.spawn(fd)
         while not self.stopping:
             try:
                 pid, status = os.wait()
             except ChildProcessError:
                 break
-            entry = self.workers.pop(pid, None)
-            if entry is None or self.stopping:
+            worker = self.workers.pop(pid, None)
+            if worker is None or self.stopping:
                 continue
-            if time.monotonic() - entry[1] < BOOT_WINDOW:
+            if time.monotonic() - worker.started < BOOT_WINDOW:
                 _say(f"worker {pid} failed to start ({_describe(status)}); stopping")
                 self.failed = True
                 self.stop(signal.SIGTERM, None)
                 break
             _say(f"worker {pid} exited ({_describe(status)}); starting another")
-            self.spawn()
+            self.spawn(worker.fd)
         return self.shutdown()
 
     def shutdown(self) -> int:
         deadline = time.monotonic() + GRACE
-        for worker, _ in self.workers.values():
+        for worker in self.workers.values():
             try:
-                worker.wait(max(0.0, deadline - time.monotonic()))
+                worker.process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+                worker.process.kill()
+                worker.process.wait()
         return 1 if self.failed else 0
 
 
@@ -85,8 +95,7 @@ def _describe(status: int) -> str:
 
 
 def main(argv: list[str]) -> int:
-    fd, count = int(argv[0]), int(argv[1])
-    return Supervisor(fd, count).run()
+    return Supervisor([int(fd) for fd in argv]).run()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """How ``kura serve`` runs uvicorn: in-process for one worker, or as ``python -m app.worker FD PARENT``.
 
 A worker gets its settings from the environment (``SETTINGS_ENV``, set by ``kura serve``) and serves
-the listening socket it inherited from the supervisor (``app.supervisor``).
+its own listening socket, inherited from the supervisor (``app.supervisor``).
 """
 
 from __future__ import annotations

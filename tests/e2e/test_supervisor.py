@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -51,6 +53,10 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_all(tmp_path: Path, root: s
         time.sleep(BOOT_WINDOW + 0.5)  # past the window in which a death means "cannot boot"
         victim = min(workers)
         os.kill(victim, signal.SIGKILL)
+        # Connections that arrive on the dead worker's socket wait for its replacement: none is reset.
+        port = int(url.rsplit(":", 1)[1])
+        with answered_connections(port, 16):
+            pass
         assert eventually(lambda: len(children(supervisor.pid) - {victim}) == 2)
         assert httpx.get(f"{url}/v2/").status_code == 200
         workers = children(supervisor.pid)
@@ -90,3 +96,45 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path, root: str) -> None:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "cannot listen on 127.0.0.1" in result.stderr and "in use" in result.stderr
+
+
+@contextmanager
+def answered_connections(port: int, count: int) -> Iterator[list[socket.socket]]:
+    """``count`` new connections, each opened at once and each answered 200 to a ``GET /v2/``."""
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(count)]
+    try:
+        for client in clients:
+            client.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        for client in clients:
+            assert client.recv(65536).startswith(b"HTTP/1.1 200")
+        yield clients
+    finally:
+        for client in clients:
+            client.close()
+
+
+def connections_by_worker(port: int, workers: set[int]) -> dict[int, int]:
+    """How many of the open connections to ``port`` each worker holds (from /proc/net/tcp and fds)."""
+    inodes = set()
+    with open("/proc/net/tcp") as f:
+        for line in list(f)[1:]:
+            fields = line.split()
+            if fields[1].endswith(f":{port:04X}") and fields[3] == "01":  # ESTABLISHED, server side
+                inodes.add(f"socket:[{fields[9]}]")
+    held = {}
+    for pid in workers:
+        links = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        held[pid] = len(links & inodes)
+    return held
+
+
+def test_a_burst_of_connections_is_spread_over_the_workers(tmp_path: Path, root: str) -> None:
+    url, argv, log = serving(tmp_path, root)
+    port = int(url.rsplit(":", 1)[1])
+    with started(argv, url, log) as supervisor:
+        assert eventually(lambda: len(children(supervisor.pid)) == 2)
+        # On one shared listening socket, the first worker to wake accepted a whole burst.
+        with answered_connections(port, 32):
+            held = connections_by_worker(port, children(supervisor.pid))
+    assert sum(held.values()) == 32
+    assert min(held.values()) >= 4, held  # binomial(32, 1/2): fewer than 4 on one side is ~3e-6
