@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import os
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -99,36 +99,34 @@ class Registry:
         self._writable()
         validate_name(name)
         uploads.validate_id(upload_id)
-        # The body's chunks as they came: written with one writev, never copied into one buffer.
-        batch: list[bytes] = []
-        batched = 0
-        body = aiter(chunks)
-        async for chunk in body:
-            batch.append(chunk)
-            batched += len(chunk)
-            if batched >= BATCH or len(batch) >= uploads.MAX_PIECES:
-                return await self._append_stream(name, upload_id, batch, body, start, length, algorithm)
-        # The whole body fits in one batch (small layers, configs): one hop opens, writes, hashes.
-        size, running = await run(
-            uploads.append_whole,
-            self.paths,
-            name,
-            upload_id,
-            start,
-            length,
-            self._hashers.pop(upload_id),
-            algorithm,
-            batch,
-        )
-        self._hashers.put(upload_id, running)
-        return size
+        batches = _batches(chunks)
+        try:
+            first, ended = await anext(batches)
+            if ended:
+                # The whole body fits in one batch (small layers, configs): one hop opens, writes, hashes.
+                size, running = await run(
+                    uploads.append_whole,
+                    self.paths,
+                    name,
+                    upload_id,
+                    start,
+                    length,
+                    self._hashers.pop(upload_id),
+                    algorithm,
+                    first,
+                )
+                self._hashers.put(upload_id, running)
+                return size
+            return await self._append_stream(name, upload_id, first, batches, start, length, algorithm)
+        finally:
+            await batches.aclose()  # now, rather than by the event loop's finalizer later
 
     async def _append_stream(
         self,
         name: str,
         upload_id: str,
-        batch: list[bytes],
-        body: AsyncIterator[bytes],
+        first: list[bytes],
+        rest: AsyncIterator[tuple[list[bytes], bool]],
         start: int | None,
         length: int | None,
         algorithm: str,
@@ -137,35 +135,20 @@ class Registry:
         fd, before = await run(uploads.open_for_append, self.paths, name, upload_id, start)
         running = uploads.resume(self._hashers.pop(upload_id), algorithm, before)
         received = 0
-        batched = sum(map(len, batch))
         pending: asyncio.Future[None] | None = None
         flushing: Future[None] | None = None
         # Boundaries are offsets in the upload, not in this request: 16 MiB PATCHes flush too.
         next_flush = (before // FLUSH_EVERY + 1) * FLUSH_EVERY
-
-        def send_batch() -> asyncio.Future[None]:
-            nonlocal received, batch, batched, next_flush, flushing
-            future = asyncio.ensure_future(run(uploads.append, fd, running, batch, self._hashing))
-            received += batched
-            batch, batched = [], 0
-            if before + received >= next_flush and (flushing is None or flushing.done()):
-                flushing = self._flusher.submit(uploads.flush_and_close, os.dup(fd))
-                next_flush = before + received + FLUSH_EVERY
-            return future
-
         try:
-            pending = send_batch()
-            async for chunk in body:
-                batch.append(chunk)
-                batched += len(chunk)
-                if batched >= BATCH or len(batch) >= uploads.MAX_PIECES:
-                    # One batch in flight while the next one arrives from the socket.
-                    await pending
-                    pending = send_batch()
-            await pending
-            pending = None
-            if batch:
-                pending = send_batch()
+            batch, ended = first, False
+            while batch:
+                pending = asyncio.ensure_future(run(uploads.append, fd, running, batch, self._hashing))
+                received += sum(map(len, batch))
+                if before + received >= next_flush and (flushing is None or flushing.done()):
+                    flushing = self._flusher.submit(uploads.flush_and_close, os.dup(fd))
+                    next_flush = before + received + FLUSH_EVERY
+                # One batch in flight while the next one arrives from the socket.
+                batch, ended = ([], True) if ended else await anext(rest)
                 await pending
                 pending = None
             if length is not None and received != length:
@@ -260,3 +243,20 @@ class Registry:
         return await run(
             referrers.find, self.paths, validate_name(name), Digest.parse(digest), self._summaries, artifact_type
         )
+
+
+async def _batches(chunks: AsyncIterable[bytes]) -> AsyncGenerator[tuple[list[bytes], bool], None]:
+    """The body's chunks in lists of about ``BATCH`` bytes, each with whether the body ended in it.
+
+    Lists, never one copied buffer: a batch is written with one ``writev``. Full batches come as they
+    fill, then one last (possibly empty) batch that says the body ended before it filled.
+    """
+    batch: list[bytes] = []
+    batched = 0
+    async for chunk in chunks:
+        batch.append(chunk)
+        batched += len(chunk)
+        if batched >= BATCH or len(batch) >= uploads.MAX_PIECES:
+            yield batch, False
+            batch, batched = [], 0
+    yield batch, True

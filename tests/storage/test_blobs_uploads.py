@@ -10,6 +10,7 @@ import pytest
 
 from storage import Options, Registry
 from storage.errors import BlobUnknown, DigestInvalid, RangeInvalid, ReadOnly, SizeInvalid, UploadUnknown
+from storage.registry import BATCH
 from tests.oci import sha256
 
 
@@ -137,6 +138,18 @@ async def test_bodies_of_many_tiny_chunks(registry: Registry, root: str) -> None
     info = await registry.put_blob("r", sha256(data), chunks(data, 1))
     with open(info.path, "rb") as f:
         assert f.read() == data
+
+
+@pytest.mark.parametrize("size", [0, BATCH - 1, BATCH, BATCH + 1, 2 * BATCH, 5 * BATCH + 3])
+async def test_bodies_around_batch_edges(registry: Registry, size: int) -> None:
+    """A body that ends before, at or after a batch boundary is appended whole and in order."""
+    data = os.urandom(size)
+    upload = await registry.start_upload("r")
+    assert await registry.append_upload("r", upload, chunks(data, 1 << 16)) == size
+    assert await registry.append_upload("r", upload, chunks(b"tail")) == size + 4
+    info = await registry.commit_upload("r", upload, sha256(data + b"tail"))
+    with open(info.path, "rb") as f:
+        assert f.read() == data + b"tail"
 
 
 def test_short_writev_is_finished(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
