@@ -6,7 +6,7 @@ import asyncio
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -15,7 +15,7 @@ import uvicorn
 import app.zerocopy
 from app.config import Settings
 from app.main import served_app
-from tests.e2e.servers import free_port
+from tests.e2e.servers import eventually, free_port
 from tests.oci import sha256
 
 BLOB = os.urandom((8 << 20) + 12345)
@@ -86,14 +86,6 @@ def open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def settles(check: Callable[[], bool]) -> bool:
-    for _ in range(200):
-        if check():
-            return True
-        threading.Event().wait(0.05)
-    return check()
-
-
 def test_a_client_that_hangs_up_mid_blob_leaves_the_server_serving(url: str, sendfiles: list[int]) -> None:
     """The server (in this process) keeps serving and leaks no descriptor, from the loop or the thread."""
     port = int(url.rsplit(":", 1)[1])
@@ -105,4 +97,4 @@ def test_a_client_that_hangs_up_mid_blob_leaves_the_server_serving(url: str, sen
     for _ in range(3):
         assert httpx.get(f"{url}/v2/z/blobs/{sha256(BLOB)}").content == BLOB
     assert sendfiles[-3:] == [len(BLOB)] * 3
-    assert settles(lambda: open_descriptors() == before), (open_descriptors(), before)
+    assert eventually(lambda: open_descriptors() == before, timeout=10), (open_descriptors(), before)

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -35,6 +35,16 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def eventually(check: Callable[[], bool], timeout: float = 20) -> bool:
+    """Whether ``check`` holds within ``timeout`` seconds (a wait for a state, not a measurement)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], log: str) -> None:

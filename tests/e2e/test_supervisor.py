@@ -7,14 +7,14 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 from app.supervisor import BOOT_WINDOW
-from tests.e2e.servers import free_port, kura_argv, started
+from tests.e2e.servers import eventually, free_port, kura_argv, started
 
 
 def children(pid: int) -> set[int]:
@@ -28,15 +28,6 @@ def alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
-
-
-def eventually(check: Callable[[], bool], timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
 
 
 def serving(tmp_path: Path, root: str) -> tuple[str, list[str], str]:
