@@ -119,16 +119,22 @@ def split_reference(text: str) -> tuple[str | None, str, str]:
 def inspect(args: argparse.Namespace) -> int:
     import httpx
 
-    from app.remote import RemoteSource
-    from storage import Registry, explain
+    from app.images import explain
+    from app.images.remote import RemoteSource
+    from storage import Registry
+    from storage.drivers import FilesystemDriver
     from storage.errors import StorageError
 
     host, repository, reference = split_reference(args.reference)
 
     async def run() -> tuple[explain.Report, str]:
         if args.root:
-            source: explain.Source = explain.LocalSource(Registry(args.root))
-            return await explain.explain(source, repository, reference, args.platform), repository
+            registry = Registry(FilesystemDriver(args.root))
+            try:
+                source: explain.Source = explain.LocalSource(registry)
+                return await explain.explain(source, repository, reference, args.platform), repository
+            finally:
+                await registry.close()
         base = f"{'https' if args.tls else 'http'}://{host or 'localhost:5000'}"
         async with httpx.AsyncClient(base_url=base, timeout=30) as client:
             report = await explain.explain(RemoteSource(client), repository, reference, args.platform)
@@ -149,7 +155,7 @@ def inspect(args: argparse.Namespace) -> int:
 def demo(args: argparse.Namespace) -> int:
     import httpx
 
-    from app.demo import Demo, push_all
+    from app.images.demo import Demo, push_all
 
     base = args.registry.rstrip("/")
     host = base.split("://", 1)[-1]

@@ -21,6 +21,8 @@ CONFIG_PATH_ENV = "REGISTRY_CONFIGURATION_PATH"
 DEFAULT_ROOT = "/var/lib/registry"
 SETTINGS_ENV = "KURA_SETTINGS_JSON"  # hands the resolved settings to worker processes
 REFUSED = ("auth", "proxy", "redis", "notifications")
+DRIVERS = ("filesystem", "inmemory")
+STORAGE_OPTIONS = ("delete", "maintenance", "cache", "redirect", "tag")
 
 
 class ConfigError(Exception):
@@ -60,6 +62,11 @@ class Storage(_Section):
     filesystem: Filesystem = Filesystem()
     delete: Delete = Delete()
     maintenance: Maintenance = Maintenance()
+
+    def driver(self) -> str:
+        """The storage driver named in the section (registry:2 takes the one key that is not an option)."""
+        named = [key for key in (self.model_extra or {}) if key in DRIVERS]
+        return named[0] if named else "filesystem"
 
 
 class HTTP(_Section):
@@ -140,7 +147,9 @@ def _refuse_unsupported(document: dict[str, Any]) -> None:
     storage = document.get("storage") or {}
     if not isinstance(storage, dict):
         raise ConfigError("storage must be a mapping")
-    drivers = {"filesystem", "delete", "maintenance", "cache", "redirect", "tag"}
-    other = sorted(k for k in storage if k not in drivers)
+    other = sorted(k for k in storage if k not in DRIVERS and k not in STORAGE_OPTIONS)
     if other:
-        raise ConfigError(f"storage driver {other[0]!r} is not supported: Kura stores on the filesystem only")
+        raise ConfigError(f"storage driver {other[0]!r} is not supported: Kura offers {' and '.join(DRIVERS)} storage")
+    named = [k for k in storage if k in DRIVERS and (k != "filesystem" or storage[k] is not None)]
+    if len(named) > 1:
+        raise ConfigError(f"storage names more than one driver ({', '.join(named)}); choose one")

@@ -12,7 +12,7 @@ from app.config import Settings
 from app.errors import HANDLERS
 from app.routes import ROUTES
 from app.zerocopy import ZeroCopySend
-from storage import Options, Registry
+from storage import Options, Registry, drivers
 
 _COMMON_HEADERS = [
     (b"docker-distribution-api-version", b"registry/2.0"),
@@ -39,21 +39,27 @@ class CommonHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def create_app(settings: Settings) -> Starlette:
-    registry = Registry(
-        settings.root,
-        Options(
-            delete_enabled=settings.storage.delete.enabled,
-            read_only=settings.storage.maintenance.readonly.enabled,
-        ),
+def open_registry(settings: Settings) -> Registry:
+    """The storage the settings name, with its driver, caches and threads (close it when done)."""
+    driver = drivers.create(settings.storage.driver(), {"rootdirectory": settings.root})
+    options = Options(
+        delete_enabled=settings.storage.delete.enabled,
+        read_only=settings.storage.maintenance.readonly.enabled,
     )
+    return Registry(driver, options)
 
+
+def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
+        # Threads and caches live exactly as long as the server: created here, released on shutdown.
+        app.state.registry = open_registry(settings)
+        try:
+            yield
+        finally:
+            await app.state.registry.close()
 
     app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
-    app.state.registry = registry
     app.state.settings = settings
     app.add_middleware(CommonHeaders)
     return app

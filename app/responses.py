@@ -8,13 +8,13 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app.zerocopy import EXTENSION
-from storage.reader import BlobReader
+from storage import FileReader
 
 
 class BlobResponse(Response):
     def __init__(
         self,
-        reader: BlobReader,
+        reader: FileReader,
         headers: Mapping[str, str],
         status_code: int = 200,
         span: tuple[int, int] | None = None,
@@ -27,7 +27,7 @@ class BlobResponse(Response):
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             start, end = self.span if self.span is not None else (0, self.reader.size - 1)
-            if EXTENSION in scope.get("extensions", {}):
+            if EXTENSION in scope.get("extensions", {}) and self.reader.fileno() is not None:
                 message = {"type": EXTENSION, "file": self.reader, "offset": start, "count": end - start + 1}
                 await send(message)
                 return

@@ -22,7 +22,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from storage.reader import BlobReader
+from storage import FileReader
 
 EXTENSION = "http.response.zerocopysend"
 THREADS = 64  # sendfile threads mostly wait for slow clients; past this many, responses stream
@@ -54,17 +54,19 @@ class ZeroCopySend:
         await self.app(scope, receive, send_or_sendfile)
 
     async def sendfile(self, cycle: Any, send: Send, message: Message) -> None:
-        fd: int = message["file"].fileno()
+        reader: FileReader = message["file"]
+        fd = reader.fileno()
         offset: int = message.get("offset") or 0
         count: int | None = message.get("count")
         if count is None:
-            count = os.fstat(fd).st_size - offset
+            count = reader.size - offset
         more_body: bool = message.get("more_body", False)
         transport = cycle.transport
         if cycle.disconnected:
             return
         direct = (
-            cycle.chunked_encoding is False
+            fd is not None
+            and cycle.chunked_encoding is False
             and cycle.response_started
             and not cycle.response_complete
             and transport.get_extra_info("ssl_object") is None
@@ -72,8 +74,9 @@ class ZeroCopySend:
             and self.busy < THREADS
         )
         if not direct:
-            await _stream(send, fd, offset, count, more_body)
+            await _stream(send, reader, offset, count, more_body)
             return
+        assert fd is not None
         # The thread gets descriptors of its own and closes them itself. If the client hangs up, the
         # event loop closes the socket's at once; if this task is cancelled, the blob's is closed by
         # the response: either number may then be reused by another connection while the thread sends.
@@ -141,10 +144,9 @@ def _sendfile_all(sock: int, fd: int, offset: int, count: int) -> int:
     return sent
 
 
-async def _stream(send: Send, fd: int, offset: int, count: int, more_body: bool) -> None:
+async def _stream(send: Send, reader: FileReader, offset: int, count: int, more_body: bool) -> None:
     if count > 0:
-        # A view of the caller's descriptor: the caller closes it, not this reader.
-        async for chunk in BlobReader(fd, offset + count).chunks(offset, offset + count - 1):
+        async for chunk in reader.chunks(offset, offset + count - 1):
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     if not more_body:
         await send({"type": "http.response.body", "body": b"", "more_body": False})

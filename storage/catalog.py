@@ -8,36 +8,45 @@ registry:2's component-wise order ("a" < "a/b" < "a-c").
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, AsyncIterator
+
+from storage import paths
+from storage.driver import PathNotFound, StorageDriver
+
+_MARKERS = ("_layers", "_manifests")
 
 
 def _key(name: str) -> list[str]:
     return name.split("/")
 
 
-def walk(repositories: str, after: str | None = None) -> Iterator[str]:
+async def walk(driver: StorageDriver, after: str | None = None) -> AsyncGenerator[str, None]:
     """Repository names in component-wise order, starting strictly after ``after``."""
     after_key = _key(after) if after else None
-    yield from _walk(repositories, "", after_key)
+    async for name in _walk(driver, paths.REPOSITORIES, await _children(driver, paths.REPOSITORIES), "", after_key):
+        yield name
 
 
-def _walk(directory: str, prefix: str, after: list[str] | None) -> Iterator[str]:
+async def _children(driver: StorageDriver, directory: str) -> list[str] | None:
     try:
-        with os.scandir(directory) as it:
-            children = sorted(e.name for e in it if not e.name.startswith("_") and e.is_dir(follow_symlinks=False))
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    for child in children:
+        return await driver.list(directory)
+    except PathNotFound:
+        return None  # a file, or removed meanwhile
+
+
+async def _walk(
+    driver: StorageDriver, directory: str, children: list[str] | None, prefix: str, after: list[str] | None
+) -> AsyncIterator[str]:
+    for child in sorted(c for c in children or () if not c.startswith("_")):
         name = f"{prefix}{child}"
         key = _key(name)
         if after is not None and key < after and after[: len(key)] != key:
             continue  # this whole subtree sorts before ``after``
-        path = os.path.join(directory, child)
-        if (after is None or key > after) and _is_repository(path):
+        path = paths.join(directory, child)
+        grandchildren = await _children(driver, path)
+        if grandchildren is None:
+            continue
+        if (after is None or key > after) and any(m in grandchildren for m in _MARKERS):
             yield name
-        yield from _walk(path, f"{name}/", after)
-
-
-def _is_repository(path: str) -> bool:
-    return os.path.isdir(os.path.join(path, "_layers")) or os.path.isdir(os.path.join(path, "_manifests"))
+        async for found in _walk(driver, path, grandchildren, f"{name}/", after):
+            yield found

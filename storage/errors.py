@@ -57,6 +57,10 @@ class UploadInvalid(StorageError):
     pass
 
 
+class UploadBusy(UploadInvalid):
+    """Another request holds the upload (a body still streaming in, or a commit under way)."""
+
+
 class RangeInvalid(StorageError):
     """A chunk does not start where the upload ends; ``size`` is what the upload holds now."""
 

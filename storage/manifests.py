@@ -14,8 +14,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from storage import blobs, fs, mediatypes, tags
+from storage import blobs, links, mediatypes, paths, tags
 from storage.digest import CANONICAL, Digest
+from storage.driver import PathNotFound, StorageDriver
 from storage.errors import (
     DigestInvalid,
     ManifestBlobUnknown,
@@ -24,8 +25,7 @@ from storage.errors import (
     ManifestUnknown,
     StorageError,
 )
-from storage.names import is_tag
-from storage.paths import Paths
+from storage.names import Name, is_tag
 from storage.schema import Descriptor, ImageManifest, Index, first_error
 
 MAX_SIZE = 4 * 1024 * 1024  # registry:2's maxManifestBodySize
@@ -57,15 +57,15 @@ class Reference:
             raise ManifestUnknown("manifest unknown", {"reference": text[:200]}) from None
 
 
-def read(paths: Paths, name: str, ref: Reference) -> Manifest:
-    digest = ref.digest if ref.digest is not None else tags.resolve(paths, name, ref.tag or "")
-    if digest is None or not fs.exists(paths.manifest_revision_link(name, digest)):
-        raise ManifestUnknown("manifest unknown", {"reference": ref.tag or str(ref.digest)})
+async def read(driver: StorageDriver, name: Name, ref: Reference) -> Manifest:
+    digest = ref.digest if ref.digest is not None else await tags.resolve(driver, name, ref.tag or "")
+    unknown = ManifestUnknown("manifest unknown", {"reference": ref.tag or str(ref.digest)})
+    if digest is None or (await driver.stat_many([paths.manifest_revision_link(name, digest)]))[0] is None:
+        raise unknown
     try:
-        with open(paths.blob_data(digest), "rb") as f:
-            body = f.read(MAX_SIZE + 1)
-    except (FileNotFoundError, NotADirectoryError):
-        raise ManifestUnknown("manifest unknown", {"reference": str(digest)}) from None
+        body = await driver.get_content(paths.blob_data(digest), MAX_SIZE)
+    except PathNotFound:
+        raise unknown from None
     return Manifest(digest, media_type_of(body), body)
 
 
@@ -73,7 +73,7 @@ def media_type_of(body: bytes) -> str:
     return mediatypes.detect(mediatypes.json_object(body))
 
 
-def write(paths: Paths, name: str, ref: Reference, body: bytes, content_type: str | None) -> Manifest:
+async def write(driver: StorageDriver, name: Name, ref: Reference, body: bytes, content_type: str | None) -> Manifest:
     """Validate and store a manifest; link it as a revision and, for a tag, point the tag at it."""
     if len(body) > MAX_SIZE:
         raise ManifestTooLarge("manifest too large", {"size": len(body), "max": MAX_SIZE})
@@ -84,37 +84,46 @@ def write(paths: Paths, name: str, ref: Reference, body: bytes, content_type: st
         raise DigestInvalid(
             "manifest digest does not match the reference", {"expected": str(ref.digest), "actual": str(digest)}
         )
-    subject = _validate(paths, name, media_type, document)
+    subject = await _validate(driver, name, media_type, document)
 
-    blob = paths.blob_data(digest)
-    if not fs.exists(blob):
-        fs.write_atomic(blob, body)
-    revision = paths.manifest_revision_link(name, digest)
-    if fs.read_link(revision) != digest:
-        fs.write_link(revision, digest)
+    if await blobs.stored_size(driver, digest) is None:
+        await driver.put_content(paths.blob_data(digest), body)
+    await links.ensure(driver, paths.manifest_revision_link(name, digest), digest)
     if ref.tag is not None:
-        tags.point(paths, name, ref.tag, digest)
+        await tags.point(driver, name, ref.tag, digest)
     return Manifest(digest, media_type, body, subject)
 
 
-def delete(paths: Paths, name: str, ref: Reference) -> None:
+async def delete(driver: StorageDriver, name: Name, ref: Reference) -> None:
     """By tag: remove the tag only. By digest: remove the revision and every tag pointing at it."""
     if ref.tag is not None:
-        tags.remove(paths, name, ref.tag)
+        await tags.remove(driver, name, ref.tag)
         return
     assert ref.digest is not None
     # registry:2 removes only the link file and leaves the directory.
-    if not fs.remove(paths.manifest_revision_link(name, ref.digest)):
-        raise ManifestUnknown("manifest unknown", {"digest": str(ref.digest)})
-    for tag in tags.pointing_at(paths, name, ref.digest):
-        tags.remove(paths, name, tag)
+    try:
+        await driver.delete(paths.manifest_revision_link(name, ref.digest))
+    except PathNotFound:
+        raise ManifestUnknown("manifest unknown", {"digest": str(ref.digest)}) from None
+    for tag in await tags.pointing_at(driver, name, ref.digest):
+        try:
+            await tags.remove(driver, name, tag)
+        except ManifestUnknown:
+            pass  # removed meanwhile by another request
 
 
 def _parse(body: bytes) -> dict[str, Any]:
     try:
-        document = json.loads(body)
+        # JSON on the wire is UTF-8 (RFC 8259); json.loads would also take UTF-16 and UTF-32 bytes.
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestInvalid("manifest is not UTF-8 encoded JSON", {"reason": str(exc)}) from None
+    try:
+        document = json.loads(text)
     except ValueError as exc:
-        raise ManifestInvalid("manifest is not valid JSON", {"reason": str(exc)}) from None
+        raise ManifestInvalid("manifest is not valid JSON", {"reason": str(exc)[:200]}) from None
+    except RecursionError:
+        raise ManifestInvalid("manifest is nested too deeply") from None
     if not isinstance(document, dict):
         raise ManifestInvalid("manifest is not a JSON object")
     return document
@@ -142,23 +151,23 @@ def _media_type(document: dict[str, Any], content_type: str | None) -> str:
     return media_type
 
 
-def _validate(paths: Paths, name: str, media_type: str, document: dict[str, Any]) -> Digest | None:
+async def _validate(driver: StorageDriver, name: Name, media_type: str, document: dict[str, Any]) -> Digest | None:
     """Check the document's shape and that what it references exists; return its subject digest."""
     try:
         if media_type in mediatypes.INDEXES:
             index = Index.model_validate(document)
-            for child in index.manifests:
-                _require_child(paths, name, child)
+            await _require_children(driver, name, index.manifests)
             subject = index.subject
         else:
             manifest = ImageManifest.model_validate(document)
             if media_type == mediatypes.DOCKER_MANIFEST and manifest.mediaType is None:
                 raise ManifestInvalid("a Docker schema 2 manifest must declare its mediaType")
-            for descriptor in [manifest.config, *manifest.layers]:
-                _require_blob(paths, name, descriptor)
+            await _require_blobs(driver, name, [manifest.config, *manifest.layers])
             subject = manifest.subject
     except ValidationError as exc:
         raise ManifestInvalid("manifest invalid", first_error(exc)) from None
+    except RecursionError:
+        raise ManifestInvalid("manifest is nested too deeply") from None
     # The subject need not exist yet (OCI 1.1: referrers may be pushed before what they refer to).
     return _descriptor_digest(subject) if subject is not None else None
 
@@ -172,28 +181,35 @@ def _descriptor_digest(descriptor: Descriptor) -> Digest:
         ) from None
 
 
-def _require_blob(paths: Paths, name: str, descriptor: Descriptor) -> None:
-    digest = _descriptor_digest(descriptor)
-    if descriptor.urls:
-        return  # non-distributable layer: fetched from its URLs, need not be here
-    if blobs.linked(paths, name, digest) and blobs.stored_size(paths, digest) is not None:
-        return
-    inline = _inline_data(descriptor, digest)
-    if inline is not None:
-        blobs.put_small(paths, name, digest, inline)
-        return
-    raise ManifestBlobUnknown("blob unknown to registry", {"digest": str(digest)})
+async def _require_blobs(driver: StorageDriver, name: Name, descriptors: list[Descriptor]) -> None:
+    # Non-distributable layers are fetched from their URLs: they need not be here.
+    wanted = [(d, _descriptor_digest(d)) for d in descriptors if not d.urls]
+    checks = [p for _, digest in wanted for p in (paths.layer_link(name, digest), paths.blob_data(digest))]
+    found = await driver.stat_many(checks)
+    for i, (descriptor, digest) in enumerate(wanted):
+        if found[2 * i] is not None and found[2 * i + 1] is not None:
+            continue
+        inline = _inline_data(descriptor, digest)
+        if inline is None:
+            raise ManifestBlobUnknown("blob unknown to registry", {"digest": str(digest)})
+        await blobs.put_small(driver, name, digest, inline)
 
 
-def _require_child(paths: Paths, name: str, descriptor: Descriptor) -> None:
-    digest = _descriptor_digest(descriptor)
+async def _require_children(driver: StorageDriver, name: Name, descriptors: list[Descriptor]) -> None:
     # registry:2 accepts a child that is a revision *or* a layer of the repository; BuildKit's
     # legacy cache index lists layer blobs as "manifests" and relies on it.
-    if fs.exists(paths.manifest_revision_link(name, digest)):
-        return
-    if blobs.linked(paths, name, digest) and blobs.stored_size(paths, digest) is not None:
-        return
-    raise ManifestBlobUnknown("manifest unknown to the repository", {"digest": str(digest)})
+    digests = [_descriptor_digest(d) for d in descriptors]
+    checks = [
+        p
+        for digest in digests
+        for p in (paths.manifest_revision_link(name, digest), paths.layer_link(name, digest), paths.blob_data(digest))
+    ]
+    found = await driver.stat_many(checks)
+    for i, digest in enumerate(digests):
+        revision, layer, data = found[3 * i : 3 * i + 3]
+        if data is not None and (revision is not None or layer is not None):
+            continue
+        raise ManifestBlobUnknown("manifest unknown to the repository", {"digest": str(digest)})
 
 
 def _inline_data(descriptor: Descriptor, digest: Digest) -> bytes | None:

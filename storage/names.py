@@ -16,12 +16,18 @@ _TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 NAME_MAX = 255
 
 
-def validate_name(name: str) -> str:
-    if len(name) > NAME_MAX:
-        raise NameInvalid("repository name too long", {"name": name[:NAME_MAX], "max": NAME_MAX})
-    if not _NAME.fullmatch(name):
-        raise NameInvalid("invalid repository name", {"name": name})
-    return name
+class Name(str):
+    """A repository name that passed the grammar: storage functions take this, never a bare ``str``."""
+
+    __slots__ = ()
+
+    @classmethod
+    def parse(cls, text: str) -> Name:
+        if len(text) > NAME_MAX:
+            raise NameInvalid("repository name too long", {"name": text[:NAME_MAX], "max": NAME_MAX})
+        if not _NAME.fullmatch(text):
+            raise NameInvalid("invalid repository name", {"name": text[:NAME_MAX]})
+        return cls(text)
 
 
 def is_tag(text: str) -> bool:

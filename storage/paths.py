@@ -12,78 +12,95 @@
         _uploads/<id>/data                                   upload_data
         _uploads/<id>/startedat                              upload_started_at
 
-Link files hold exactly ``<alg>:<hex>`` with no newline. Callers validate names, tags, digests and
-upload ids before they get here; this module only joins strings.
+    <root>/kura/                                             Kura's own state (registry:2 never looks here)
+      locks/<kind>/<xx>                                      lock_stripe (advisory locks shared by all workers)
+
+Link files hold exactly ``<alg>:<hex>`` with no newline. Paths are relative to the storage driver's
+root. Callers validate names, tags, digests and upload ids before they get here (``storage.names``);
+this module only joins strings.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+import hashlib
+import posixpath
 
 from storage.digest import Digest
 
+join = posixpath.join
 
-@dataclass(frozen=True, slots=True)
-class Paths:
-    root: str
 
-    @property
-    def v2(self) -> str:
-        return os.path.join(self.root, "docker", "registry", "v2")
+V2 = "docker/registry/v2"
+KURA = "kura"
+BLOBS = f"{V2}/blobs"
+REPOSITORIES = f"{V2}/repositories"
 
-    @property
-    def blobs(self) -> str:
-        return os.path.join(self.v2, "blobs")
 
-    @property
-    def repositories(self) -> str:
-        return os.path.join(self.v2, "repositories")
+def lock_stripe(kind: str, key: str) -> str:
+    """One of 256 lock files for ``kind``; unrelated keys may share one, which only serialises them."""
+    stripe = hashlib.sha256(key.encode()).hexdigest()[:2]
+    return join(KURA, "locks", kind, stripe)
 
-    def blob_dir(self, digest: Digest) -> str:
-        return os.path.join(self.blobs, digest.algorithm, digest.hex[:2], digest.hex)
 
-    def blob_data(self, digest: Digest) -> str:
-        return os.path.join(self.blob_dir(digest), "data")
+def blob_dir(digest: Digest) -> str:
+    return join(BLOBS, digest.algorithm, digest.hex[:2], digest.hex)
 
-    def repository(self, name: str) -> str:
-        return os.path.join(self.repositories, name)
 
-    def layers(self, name: str) -> str:
-        return os.path.join(self.repository(name), "_layers")
+def blob_data(digest: Digest) -> str:
+    return join(blob_dir(digest), "data")
 
-    def layer_link(self, name: str, digest: Digest) -> str:
-        return os.path.join(self.layers(name), digest.algorithm, digest.hex, "link")
 
-    def manifests(self, name: str) -> str:
-        return os.path.join(self.repository(name), "_manifests")
+def repository(name: str) -> str:
+    return join(REPOSITORIES, name)
 
-    def manifest_revisions(self, name: str) -> str:
-        return os.path.join(self.manifests(name), "revisions")
 
-    def manifest_revision_link(self, name: str, digest: Digest) -> str:
-        return os.path.join(self.manifest_revisions(name), digest.algorithm, digest.hex, "link")
+def layers(name: str) -> str:
+    return join(repository(name), "_layers")
 
-    def tags(self, name: str) -> str:
-        return os.path.join(self.manifests(name), "tags")
 
-    def tag(self, name: str, tag: str) -> str:
-        return os.path.join(self.tags(name), tag)
+def layer_link(name: str, digest: Digest) -> str:
+    return join(layers(name), digest.algorithm, digest.hex, "link")
 
-    def tag_current_link(self, name: str, tag: str) -> str:
-        return os.path.join(self.tag(name, tag), "current", "link")
 
-    def tag_index_link(self, name: str, tag: str, digest: Digest) -> str:
-        return os.path.join(self.tag(name, tag), "index", digest.algorithm, digest.hex, "link")
+def manifests(name: str) -> str:
+    return join(repository(name), "_manifests")
 
-    def uploads(self, name: str) -> str:
-        return os.path.join(self.repository(name), "_uploads")
 
-    def upload(self, name: str, upload_id: str) -> str:
-        return os.path.join(self.uploads(name), upload_id)
+def manifest_revisions(name: str) -> str:
+    return join(manifests(name), "revisions")
 
-    def upload_data(self, name: str, upload_id: str) -> str:
-        return os.path.join(self.upload(name, upload_id), "data")
 
-    def upload_started_at(self, name: str, upload_id: str) -> str:
-        return os.path.join(self.upload(name, upload_id), "startedat")
+def manifest_revision_link(name: str, digest: Digest) -> str:
+    return join(manifest_revisions(name), digest.algorithm, digest.hex, "link")
+
+
+def tags(name: str) -> str:
+    return join(manifests(name), "tags")
+
+
+def tag_dir(name: str, tag: str) -> str:
+    return join(tags(name), tag)
+
+
+def tag_current_link(name: str, tag: str) -> str:
+    return join(tag_dir(name, tag), "current", "link")
+
+
+def tag_index_link(name: str, tag: str, digest: Digest) -> str:
+    return join(tag_dir(name, tag), "index", digest.algorithm, digest.hex, "link")
+
+
+def uploads(name: str) -> str:
+    return join(repository(name), "_uploads")
+
+
+def upload(name: str, upload_id: str) -> str:
+    return join(uploads(name), upload_id)
+
+
+def upload_data(name: str, upload_id: str) -> str:
+    return join(upload(name, upload_id), "data")
+
+
+def upload_started_at(name: str, upload_id: str) -> str:
+    return join(upload(name, upload_id), "startedat")

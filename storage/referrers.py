@@ -7,14 +7,15 @@ per process and cached; a query only lists the repository's revisions.
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from storage import mediatypes, tags
+from storage import mediatypes, paths, tags
 from storage.digest import Digest
-from storage.paths import Paths
+from storage.driver import PathNotFound, StorageDriver
+from storage.errors import StorageError
+from storage.names import Name
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,40 +64,44 @@ def _get(document: dict[str, Any], key: str, field: str) -> str | None:
     return None
 
 
-def revision_digests(paths: Paths, name: str) -> list[Digest]:
+async def revision_digests(driver: StorageDriver, name: Name) -> list[Digest]:
     """Live revisions: a deleted manifest leaves its directory behind, without the link file."""
-    found: list[Digest] = []
+    candidates: list[Digest] = []
     root = paths.manifest_revisions(name)
     for algorithm in ("sha256", "sha512"):
         try:
-            with os.scandir(os.path.join(root, algorithm)) as entries:
-                hexes = [e.name for e in entries]
-        except (FileNotFoundError, NotADirectoryError):
+            hexes = await driver.list(paths.join(root, algorithm))
+        except PathNotFound:
             continue
         for encoded in hexes:
             try:
-                digest = Digest.parse(f"{algorithm}:{encoded}")
-            except Exception:
+                candidates.append(Digest.parse(f"{algorithm}:{encoded}"))
+            except StorageError:
                 continue
-            if os.path.exists(os.path.join(root, algorithm, encoded, "link")):
-                found.append(digest)
-    return found
+    found = await driver.stat_many([paths.manifest_revision_link(name, d) for d in candidates])
+    return [digest for digest, link in zip(candidates, found, strict=True) if link is not None]
 
 
-def find(
-    paths: Paths, name: str, subject: Digest, cache: SummaryCache, artifact_type: str | None = None
+async def _document(driver: StorageDriver, digest: Digest) -> bytes | None:
+    try:
+        return await driver.get_content(paths.blob_data(digest))
+    except PathNotFound:
+        return None
+
+
+async def find(
+    driver: StorageDriver, name: Name, subject: Digest, cache: SummaryCache, artifact_type: str | None = None
 ) -> list[dict[str, Any]]:
     """Descriptors of the manifests in ``name`` whose ``subject`` is ``subject``, sorted by digest."""
     wanted = str(subject)
     result: list[dict[str, Any]] = []
-    for digest in sorted(revision_digests(paths, name), key=str):
+    for digest in sorted(await revision_digests(driver, name), key=str):
         summary = cache.get(digest)
         if summary is None:
-            try:
-                with open(paths.blob_data(digest), "rb") as f:
-                    summary = summarize(f.read())
-            except (FileNotFoundError, NotADirectoryError):
+            body = await _document(driver, digest)
+            if body is None:
                 continue
+            summary = summarize(body)
             cache.put(digest, summary)
         if summary.subject != wanted:
             continue
@@ -108,22 +113,19 @@ def find(
         if summary.annotations:
             descriptor["annotations"] = summary.annotations
         result.append(descriptor)
-    return result + _from_fallback_tag(paths, name, subject, {d["digest"] for d in result}, artifact_type)
+    seen = {d["digest"] for d in result}
+    return result + await _from_fallback_tag(driver, name, subject, seen, artifact_type)
 
 
-def _from_fallback_tag(
-    paths: Paths, name: str, subject: Digest, seen: set[str], artifact_type: str | None
+async def _from_fallback_tag(
+    driver: StorageDriver, name: Name, subject: Digest, seen: set[str], artifact_type: str | None
 ) -> list[dict[str, Any]]:
     """Descriptors from a client-maintained ``<alg>-<hex>`` tag index (the spec's tag schema), which
     a registry offering the API must include."""
-    digest = tags.resolve(paths, name, f"{subject.algorithm}-{subject.hex}")
+    digest = await tags.resolve(driver, name, f"{subject.algorithm}-{subject.hex}")
     if digest is None:
         return []
-    try:
-        with open(paths.blob_data(digest), "rb") as f:
-            document = mediatypes.json_object(f.read())
-    except OSError:
-        return []
+    document = mediatypes.json_object(await _document(driver, digest))
     entries = document.get("manifests")
     found: list[dict[str, Any]] = []
     for entry in entries if isinstance(entries, list) else []:

@@ -1,43 +1,63 @@
-"""Tags: ``_manifests/tags/<tag>/{current/link, index/<alg>/<hex>/link}``."""
+"""Tags: ``_manifests/tags/<tag>/{current/link, index/<alg>/<hex>/link}``.
+
+Every change of a repository's tags holds that repository's tag lock (a lock stripe shared by all
+workers), so a PUT and a DELETE racing on one tag end in the state of the one that ran last, never
+in a mix. A tag is listed only when its ``current/link`` resolves: a first PUT cut off by a crash
+(registry:2 writes the history entry first) leaves a directory that is not a tag.
+"""
 
 from __future__ import annotations
 
-import os
 import time
 from collections import OrderedDict
 
-from storage import fs
+from storage import links, paths
 from storage.digest import Digest
+from storage.driver import PathNotFound, StorageDriver
 from storage.errors import ManifestUnknown, NameUnknown
-from storage.paths import Paths
+from storage.names import Name
+
+LOCK_WAIT = 30.0  # seconds a tag change waits for another change of the same repository's tags
 
 
-def resolve(paths: Paths, name: str, tag: str) -> Digest | None:
-    return fs.read_link(paths.tag_current_link(name, tag))
+def _lock_path(name: Name) -> str:
+    return paths.lock_stripe("tags", name)
 
 
-def point(paths: Paths, name: str, tag: str, digest: Digest) -> None:
-    # Write order as registry:2's tagstore: the history entry first, then the current link. A crash
-    # in between leaves the tag where it was, with a harmless extra history entry.
-    index = paths.tag_index_link(name, tag, digest)
-    if fs.read_link(index) != digest:
-        fs.write_link(index, digest)
-    current = paths.tag_current_link(name, tag)
-    if fs.read_link(current) != digest:
-        fs.write_link(current, digest)
+async def resolve(driver: StorageDriver, name: Name, tag: str) -> Digest | None:
+    return await links.read(driver, paths.tag_current_link(name, tag))
 
 
-def remove(paths: Paths, name: str, tag: str) -> None:
-    if not fs.remove_tree(paths.tag(name, tag)):
-        raise ManifestUnknown("manifest unknown", {"tag": tag})
+async def point(driver: StorageDriver, name: Name, tag: str, digest: Digest) -> None:
+    async with driver.lock(_lock_path(name), wait=LOCK_WAIT, create=True):
+        current = paths.tag_current_link(name, tag)
+        before = await links.read(driver, current)
+        # Write order as registry:2's tagstore: the history entry first, then the current link. A
+        # crash in between leaves the tag where it was, with a harmless extra history entry.
+        await links.ensure(driver, paths.tag_index_link(name, tag, digest), digest)
+        if before != digest:
+            await links.write(driver, current, digest)
+        if before is None:
+            # The tags directory's mtime moved when the tag's directory appeared, maybe before the
+            # link did: move it again now, so a listing cached in between is seen to be stale.
+            await driver.touch(paths.tags(name))
+
+
+async def remove(driver: StorageDriver, name: Name, tag: str) -> None:
+    async with driver.lock(_lock_path(name), wait=LOCK_WAIT, create=True):
+        try:
+            await driver.delete(paths.tag_dir(name, tag))
+        except PathNotFound:
+            raise ManifestUnknown("manifest unknown", {"tag": tag}) from None
 
 
 class ListingCache:
-    """Sorted tag lists, reused while the tags directory's mtime is unchanged.
+    """Tag lists, reused while the tags directory's mtime is unchanged. Valid across processes.
 
-    Adding or removing a tag adds or removes an entry of that directory, which sets its mtime. The
-    filesystem's clock is coarse (a few ms), so a listing is only reused when the mtime it was taken at
-    is over a second old: a change after that necessarily moves the mtime. Valid across processes.
+    Adding or removing a tag adds or removes an entry of that directory, which sets its mtime (and
+    ``point`` sets it again once a new tag resolves). Filesystem clocks are coarse, so a listing is
+    kept only when the mtime was over a second old *before* the listing was read: any change after
+    that read necessarily gives a newer mtime (git's "racily clean" rule).
     """
 
     RACY_NS = 1_000_000_000
@@ -53,32 +73,42 @@ class ListingCache:
         self._items.move_to_end(directory)
         return item[1]
 
-    def put(self, directory: str, mtime_ns: int, tags: list[str]) -> None:
-        if time.time_ns() - mtime_ns < self.RACY_NS:
+    def put(self, directory: str, mtime_ns: int, read_at_ns: int, tags: list[str]) -> None:
+        if read_at_ns - mtime_ns < self.RACY_NS:
             return
         self._items[directory] = (mtime_ns, tags)
         if len(self._items) > self._capacity:
             self._items.popitem(last=False)
 
 
-def names(paths: Paths, name: str, cache: ListingCache | None = None) -> list[str]:
-    """Sorted tag names; NameUnknown when the repository has never had a manifest. Do not mutate."""
+async def names(driver: StorageDriver, name: Name, cache: ListingCache | None = None) -> list[str]:
+    """Sorted names of the tags that resolve; NameUnknown when the repository has no manifests. Do not mutate."""
     directory = paths.tags(name)
-    try:
-        mtime_ns = os.stat(directory).st_mtime_ns
-    except (FileNotFoundError, NotADirectoryError):
-        if os.path.isdir(paths.manifests(name)):
+    read_at = time.time_ns()
+    found, manifests = await driver.stat_many([directory, paths.manifests(name)])
+    if found is None:
+        if manifests is not None:
             return []
-        raise NameUnknown("repository name not known to registry", {"name": name}) from None
-    cached = cache.get(directory, mtime_ns) if cache is not None else None
-    if cached is not None:
-        return cached
-    # Only tag directories live here (temporary files are written inside each tag's own directory).
-    listing = sorted(os.listdir(directory))
-    if cache is not None:
-        cache.put(directory, mtime_ns, listing)
+        raise NameUnknown("repository name not known to registry", {"name": name})
+    mtime = found.mtime_ns
+    if cache is not None and mtime is not None:
+        cached = cache.get(directory, mtime)
+        if cached is not None:
+            return cached
+    try:
+        candidates = sorted(await driver.list(directory))
+    except PathNotFound:
+        return []
+    resolved = await driver.stat_many([paths.tag_current_link(name, tag) for tag in candidates])
+    listing = [tag for tag, link in zip(candidates, resolved, strict=True) if link is not None]
+    if cache is not None and mtime is not None:
+        cache.put(directory, mtime, read_at, listing)
     return listing
 
 
-def pointing_at(paths: Paths, name: str, digest: Digest) -> list[str]:
-    return [tag for tag in fs.list_dirs(paths.tags(name)) if resolve(paths, name, tag) == digest]
+async def pointing_at(driver: StorageDriver, name: Name, digest: Digest) -> list[str]:
+    try:
+        candidates = await driver.list(paths.tags(name))
+    except PathNotFound:
+        return []
+    return [tag for tag in candidates if await resolve(driver, name, tag) == digest]

@@ -1,38 +1,47 @@
 """Blob uploads under ``_uploads/<id>/{data,startedat}``, as registry:2 keeps them.
 
-All upload state is on disk, so any worker can serve any request of an upload. Each process keeps
+All upload state is in storage, so any worker can serve any request of an upload. Each process keeps
 the running hash of the uploads it appended to (``HasherCache``); when the hash it has does not cover
 the whole file (another worker appended, or a restart) the file is hashed again at commit, exactly
 what registry:2 does when no ``hashstates`` match.
+
+Integrity across requests and workers rests on the driver's exclusive writer: an append holds the
+upload's data for its whole body, and a commit holds it while it verifies and moves it into
+``blobs/``. So a commit can never move a file that a request is still writing (that write would land
+in the stored blob), and two appends never interleave. Commits of one upload queue behind each other
+on a lock of the upload's directory; the later ones find the upload gone.
 """
 
 from __future__ import annotations
 
-import os
+import asyncio
 import re
-import shutil
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
-from concurrent.futures import Executor, wait
+from collections.abc import AsyncGenerator, AsyncIterable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from storage import blobs, fs
+from storage import blobs, paths
+from storage.blobs import BlobInfo
 from storage.digest import Digest, Hasher, new_hasher
-from storage.errors import DigestInvalid, RangeInvalid, SizeInvalid, UploadUnknown
-from storage.paths import Paths
+from storage.driver import Busy, FileWriter, PathNotFound, StorageDriver
+from storage.errors import DigestInvalid, RangeInvalid, SizeInvalid, UploadBusy, UploadUnknown
+from storage.names import Name
 
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
-READ_SIZE = 1 << 20
-MAX_PIECES = 512  # per writev: well under Linux's IOV_MAX (1024)
-HASH_ALONE = 1 << 16  # smaller batches are hashed in the writing thread: a hand-off costs more
+BATCH = 1 << 19  # bytes gathered before one write (and, in parallel, one hash)
+MAX_PIECES = 512  # chunks per batch: one writev each
+HASH_ALONE = 1 << 16  # smaller batches are hashed on the event loop: a hand-off costs more
+FLUSH_EVERY = 64 << 20  # bytes appended between background flushes of an upload
+COMMIT_WAIT = 60.0  # seconds a commit waits for another commit of the same upload
 
 
 @dataclass(slots=True)
 class RunningHash:
     algorithm: str
-    offset: int
+    offset: int  # bytes hashed; -1 once the hash is known not to cover the file
     hasher: Hasher
 
 
@@ -54,190 +63,226 @@ class HasherCache:
             self._items.popitem(last=False)
 
 
-def resume(item: RunningHash | None, algorithm: str, offset: int) -> RunningHash:
-    """The running hash to continue at ``offset``: ``item`` when it is there, else a fresh one."""
-    if item is not None and item.offset == offset and item.algorithm == algorithm:
-        return item
-    if offset == 0:
-        return RunningHash(algorithm, 0, new_hasher(algorithm))
-    # Unknown state: keep no hash; commit hashes the file again.
-    return RunningHash(algorithm, -1, new_hasher(algorithm))
-
-
-def size_invalid(declared: int, received: int) -> SizeInvalid:
-    return SizeInvalid("body length does not match the declared length", {"declared": declared, "received": received})
-
-
 def validate_id(upload_id: str) -> str:
     if not _UPLOAD_ID.fullmatch(upload_id):
         raise UploadUnknown("blob upload unknown to registry", {"uuid": upload_id[:200]})
     return upload_id
 
 
-def start(paths: Paths, name: str) -> str:
-    upload_id = str(uuid.uuid4())
-    directory = paths.upload(name, upload_id)
-    os.makedirs(directory)
-    # registry:2 format: RFC 3339 in UTC, second precision; read back by upload purging. Not fsync'd:
-    # an upload is disposable state, and one torn by a crash is simply started again by its client.
-    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    with open(paths.upload_started_at(name, upload_id), "xb") as f:
-        f.write(started.encode("ascii"))
-    with open(paths.upload_data(name, upload_id), "xb"):
-        pass
-    return upload_id
+def _unknown(upload_id: str) -> UploadUnknown:
+    return UploadUnknown("blob upload unknown to registry", {"uuid": upload_id})
 
 
-def size(paths: Paths, name: str, upload_id: str) -> int:
-    try:
-        return os.stat(paths.upload_data(name, upload_id)).st_size
-    except (FileNotFoundError, NotADirectoryError):
-        raise UploadUnknown("blob upload unknown to registry", {"uuid": upload_id}) from None
+def _busy(upload_id: str) -> UploadBusy:
+    return UploadBusy("another request is writing this upload; retry when it has finished", {"uuid": upload_id})
 
 
-def open_for_append(paths: Paths, name: str, upload_id: str, start: int | None) -> tuple[int, int]:
-    """Open the upload's data for appending: (fd, current size). ``start`` must equal the size."""
-    path = paths.upload_data(name, upload_id)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-    except (FileNotFoundError, NotADirectoryError):
-        raise UploadUnknown("blob upload unknown to registry", {"uuid": upload_id}) from None
-    current = os.fstat(fd).st_size
-    if start is not None and start != current:
-        os.close(fd)
-        raise RangeInvalid("chunk does not start at the end of the upload", current)
-    return fd, current
+def _resume(item: RunningHash | None, algorithm: str, offset: int) -> RunningHash:
+    """The running hash to continue at ``offset``: ``item`` when it is there, else a fresh one."""
+    if item is not None and item.offset == offset and item.algorithm == algorithm:
+        return item
+    # At 0 a fresh hash covers the file; anywhere else the state is unknown and commit re-hashes.
+    return RunningHash(algorithm, 0 if offset == 0 else -1, new_hasher(algorithm))
 
 
-def write_all(fd: int, pieces: Sequence[bytes]) -> None:
-    """Append ``pieces`` in order with one ``writev`` (a short write, rare on files, is finished by hand)."""
-    written = os.writev(fd, pieces)
-    for piece in pieces:
-        if written >= len(piece):
-            written -= len(piece)
-            continue
-        view = memoryview(piece)[written:]
-        written = 0
-        while view:
-            view = view[os.write(fd, view) :]
-
-
-def hash_more(running: RunningHash, pieces: Sequence[bytes]) -> None:
-    """Extend the running hash; a no-op once it is known not to cover the file."""
+def _hash_more(running: RunningHash, pieces: Sequence[bytes]) -> None:
     if running.offset >= 0:
         for piece in pieces:
             running.hasher.update(piece)
             running.offset += len(piece)
 
 
-def append_whole(
-    paths: Paths,
-    name: str,
-    upload_id: str,
-    start: int | None,
-    length: int | None,
-    cached: RunningHash | None,
-    algorithm: str,
-    pieces: Sequence[bytes],
-) -> tuple[int, RunningHash]:
-    """Append a whole (small) body in one go: (the upload's new size, its running hash)."""
-    received = sum(map(len, pieces))
-    fd, before = open_for_append(paths, name, upload_id, start)
-    try:
-        if length is not None and received != length:
-            raise size_invalid(length, received)
-        running = resume(cached, algorithm, before)
-        write_all(fd, pieces)
-        hash_more(running, pieces)
-    finally:
-        os.close(fd)
-    return before + received, running
+class UploadWriter:
+    """One upload's data file held for one request: appends, the running hash and the flush schedule."""
+
+    def __init__(self, file: FileWriter, running: RunningHash, hashing: Executor) -> None:
+        self.file = file
+        self.running = running
+        self._hashing = hashing
+        self._next_flush = (file.size // FLUSH_EVERY + 1) * FLUSH_EVERY  # offsets in the upload, not the request
+
+    async def append(self, batch: Sequence[bytes]) -> None:
+        size = sum(map(len, batch))
+        if size < HASH_ALONE or self.running.offset < 0:
+            await self.file.write(batch)
+            _hash_more(self.running, batch)
+        else:
+            # Write and hash the same bytes at once: both release the GIL, so two cores work.
+            hashed = asyncio.get_running_loop().run_in_executor(self._hashing, _hash_more, self.running, batch)
+            try:
+                await self.file.write(batch)
+            finally:
+                await asyncio.wait([hashed])  # the pieces and the hash are ours again only after both
+            hashed.result()
+        if self.file.size >= self._next_flush:
+            self.file.start_flush()
+            self._next_flush = self.file.size + FLUSH_EVERY
 
 
-def append(fd: int, running: RunningHash, pieces: Sequence[bytes], hashing: Executor) -> None:
-    """Write and hash ``pieces`` at once, hashing on ``hashing``: both release the GIL, so two cores work."""
-    if sum(map(len, pieces)) < HASH_ALONE:
-        write_all(fd, pieces)
-        hash_more(running, pieces)
-        return
-    hashed = hashing.submit(hash_more, running, pieces)
-    try:
-        write_all(fd, pieces)
-    finally:
-        wait([hashed])  # the pieces and the hash state are the caller's again only after both are done
-    hashed.result()
+class Uploads:
+    def __init__(self, driver: StorageDriver, hashing: Executor) -> None:
+        self._driver = driver
+        self._hashing = hashing
+        self._hashers = HasherCache()
 
+    async def start(self, name: Name) -> str:
+        upload_id = str(uuid.uuid4())
+        # registry:2 format: RFC 3339 in UTC, second precision; read back by upload purging. Not
+        # durable: an upload torn by a crash is simply started again by its client.
+        started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ").encode("ascii")
+        await self._driver.put_content(paths.upload_started_at(name, upload_id), started, durable=False)
+        file = await self._driver.writer(paths.upload_data(name, upload_id), create=True)
+        await file.close()
+        return upload_id
 
-def flush_and_close(fd: int) -> None:
-    """Write an upload's dirty pages to disk now, on a duplicate descriptor that this closes.
-
-    Run in the background while the rest of the body streams in: the fsync at commit (which is what
-    makes the blob durable) then finds almost nothing left to write.
-    """
-    try:
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
-
-
-def truncate(fd: int, length: int) -> None:
-    os.ftruncate(fd, length)
-
-
-def close(fd: int) -> None:
-    os.close(fd)
-
-
-def hash_file(path: str, algorithm: str) -> str:
-    hasher = new_hasher(algorithm)
-    with open(path, "rb") as f:
-        while chunk := f.read(READ_SIZE):
-            hasher.update(chunk)
-    return hasher.hexdigest()
-
-
-def commit(paths: Paths, name: str, upload_id: str, digest: Digest, running: RunningHash | None) -> blobs.BlobInfo:
-    """Verify the upload against ``digest`` and make it a blob of ``name``.
-
-    Order (registry:2's ``blobWriter.Commit``): verify, fsync, rename into ``blobs/`` unless the blob
-    is already stored (then the upload is simply dropped), link into the repository, remove the upload.
-    A crash between any two steps leaves either an orphan upload or an unlinked blob, never a torn file.
-    """
-    data = paths.upload_data(name, upload_id)
-    length = size(paths, name, upload_id)
-    if running is not None and running.offset == length and running.algorithm == digest.algorithm:
-        actual = running.hasher.hexdigest()
-    else:
-        actual = hash_file(data, digest.algorithm)
-    if actual != digest.hex:
-        cancel(paths, name, upload_id)
-        raise DigestInvalid(
-            "provided digest did not match uploaded content",
-            {"expected": str(digest), "actual": f"{digest.algorithm}:{actual}"},
-        )
-    target = paths.blob_data(digest)
-    if not fs.exists(target):
-        fd = os.open(data, os.O_RDONLY)
+    async def size(self, name: Name, upload_id: str) -> int:
         try:
-            os.fsync(fd)
+            return (await self._driver.stat(paths.upload_data(name, upload_id))).size
+        except PathNotFound:
+            raise _unknown(upload_id) from None
+
+    async def _open(self, name: Name, upload_id: str) -> FileWriter:
+        try:
+            return await self._driver.writer(paths.upload_data(name, upload_id))
+        except PathNotFound:
+            raise _unknown(upload_id) from None
+        except Busy:
+            raise _busy(upload_id) from None
+
+    async def append(
+        self,
+        name: Name,
+        upload_id: str,
+        chunks: AsyncIterable[bytes],
+        start: int | None,
+        length: int | None,
+        algorithm: str,
+    ) -> int:
+        """Append a request body, hashing as it is written; return the upload's new size.
+
+        ``start`` (from Content-Range) must be the current size; ``length``, when known, must be the
+        number of bytes received, else the upload is put back as it was (SizeInvalid).
+        """
+        file = await self._open(name, upload_id)
+        try:
+            before = file.size
+            if start is not None and start != before:
+                raise RangeInvalid("chunk does not start at the end of the upload", before)
+            writer = UploadWriter(file, _resume(self._hashers.pop(upload_id), algorithm, before), self._hashing)
+            try:
+                await _stream(writer, chunks)
+                if length is not None and file.size - before != length:
+                    await file.truncate(before)
+                    raise SizeInvalid(
+                        "body length does not match the declared length",
+                        {"declared": length, "received": file.size - before},
+                    )
+            except BaseException:
+                writer.running.offset = -1
+                raise
+            self._hashers.put(upload_id, writer.running)
+            return file.size
         finally:
-            os.close(fd)
-        fs.move_into_place(data, target)
-    blobs.link(paths, name, digest)
-    _remove_committed(paths, name, upload_id)
-    return blobs.BlobInfo(digest, length, target)
+            await file.close()
+
+    async def commit(self, name: Name, upload_id: str, digest: Digest) -> BlobInfo:
+        """Verify the upload against ``digest`` and make it a blob of ``name``.
+
+        Order (registry:2's ``blobWriter.Commit``): verify, make durable, move into ``blobs/`` unless
+        the blob is already stored (then the upload is simply dropped), link into the repository,
+        remove the upload. A crash between any two steps leaves an orphan upload or an unlinked
+        blob, never a torn or wrong one.
+        """
+        try:
+            async with self._driver.lock(paths.upload(name, upload_id), wait=COMMIT_WAIT):
+                info = await self._commit_held(name, upload_id, digest)
+        except PathNotFound:
+            raise _unknown(upload_id) from None
+        except Busy:
+            raise _busy(upload_id) from None
+        await self._remove(name, upload_id)
+        return info
+
+    async def _commit_held(self, name: Name, upload_id: str, digest: Digest) -> BlobInfo:
+        data = paths.upload_data(name, upload_id)
+        file = await self._open(name, upload_id)
+        try:
+            running = self._hashers.pop(upload_id)
+            if running is not None and running.offset == file.size and running.algorithm == digest.algorithm:
+                actual = running.hasher.hexdigest()
+            else:
+                actual = await self._hash_stored(data, digest.algorithm)
+            matches = actual == digest.hex
+            if matches and await blobs.stored_size(self._driver, digest) is None:
+                await file.commit()
+                await self._driver.move(data, paths.blob_data(digest))
+            size = file.size
+        finally:
+            await file.close()
+        if not matches:
+            await self._remove(name, upload_id)
+            raise DigestInvalid(
+                "provided digest did not match uploaded content",
+                {"expected": str(digest), "actual": f"{digest.algorithm}:{actual}"},
+            )
+        await blobs.link(self._driver, name, digest)
+        return BlobInfo(digest, size)
+
+    async def _hash_stored(self, path: str, algorithm: str) -> str:
+        hasher = new_hasher(algorithm)
+        reader = await self._driver.reader(path)
+        loop = asyncio.get_running_loop()
+        try:
+            async for chunk in reader.chunks():
+                await loop.run_in_executor(self._hashing, hasher.update, chunk)
+        finally:
+            reader.close()
+        return hasher.hexdigest()
+
+    async def _remove(self, name: Name, upload_id: str) -> None:
+        self._hashers.pop(upload_id)
+        try:
+            await self._driver.delete(paths.upload(name, upload_id))
+        except PathNotFound:
+            pass  # already gone: another commit or cancel finished first
+
+    async def cancel(self, name: Name, upload_id: str) -> None:
+        self._hashers.pop(upload_id)
+        try:
+            await self._driver.delete(paths.upload(name, upload_id))
+        except PathNotFound:
+            raise _unknown(upload_id) from None
 
 
-def _remove_committed(paths: Paths, name: str, upload_id: str) -> None:
-    """Drop what is left of a committed upload: normally just ``startedat`` (and ``data`` when deduplicated)."""
-    for path in (paths.upload_started_at(name, upload_id), paths.upload_data(name, upload_id)):
-        fs.remove(path)
+async def _stream(writer: UploadWriter, chunks: AsyncIterable[bytes]) -> None:
+    """Write the body batch by batch, each batch written while the next one arrives from the socket."""
+    pending: asyncio.Future[None] | None = None
+    batches = _batches(chunks)
     try:
-        os.rmdir(paths.upload(name, upload_id))
-    except OSError:  # something else in it (another server's hashstates): the slow, thorough way
-        shutil.rmtree(paths.upload(name, upload_id), ignore_errors=True)
+        async for batch in batches:
+            if pending is not None:
+                await pending
+            pending = asyncio.ensure_future(writer.append(batch))
+        if pending is not None:
+            await pending
+            pending = None
+    finally:
+        if pending is not None:
+            await asyncio.gather(pending, return_exceptions=True)
+        await batches.aclose()  # now, rather than by the event loop's finalizer later
 
 
-def cancel(paths: Paths, name: str, upload_id: str) -> None:
-    if not fs.remove_tree(paths.upload(name, upload_id)):
-        raise UploadUnknown("blob upload unknown to registry", {"uuid": upload_id})
+async def _batches(chunks: AsyncIterable[bytes]) -> AsyncGenerator[list[bytes], None]:
+    """The body's chunks in lists of about ``BATCH`` bytes (lists, never a copied buffer)."""
+    batch: list[bytes] = []
+    batched = 0
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        batch.append(chunk)
+        batched += len(chunk)
+        if batched >= BATCH or len(batch) >= MAX_PIECES:
+            yield batch
+            batch, batched = [], 0
+    if batch:
+        yield batch

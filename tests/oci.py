@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import httpx
 
+from storage import StorageDriver, paths
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -158,3 +160,12 @@ def write_oci_layout(directory: str, image: Image, tag: str = "latest") -> None:
     entry = descriptor(image.media_type, image.manifest, annotations={"org.opencontainers.image.ref.name": tag})
     with open(os.path.join(directory, "index.json"), "w") as f:
         json.dump({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}, f)
+
+
+async def stored_files(driver: StorageDriver) -> list[str]:
+    """Every file of the registry tree, as registry:2 would see it (Kura's own ``kura/`` left out)."""
+    return sorted([info.path async for info in driver.walk("") if not info.path.startswith(f"{paths.KURA}/")])
+
+
+async def stored(driver: StorageDriver, path: str) -> bytes:
+    return await driver.get_content(path)

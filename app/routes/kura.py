@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.http import registry
-from storage import explain
+from app.images import explain
 
 
 async def inspect(request: Request) -> Response:

@@ -191,22 +191,22 @@ async def test_errors_never_leak_paths(client: httpx.AsyncClient, root: str) -> 
 async def test_full_disk_is_a_clear_507_and_the_upload_can_resume(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, size: int
 ) -> None:
-    from storage import uploads
+    from storage.drivers import filesystem, memory
 
     data = os.urandom(size)
     location = (await client.post("/v2/full/blobs/uploads/")).headers["location"]
-    real = uploads.write_all
 
-    def full(fd: int, pieces: object) -> None:
+    async def full(self: object, pieces: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(uploads, "write_all", full)
-    r = await client.patch(location, content=data)
+    with monkeypatch.context() as disk:
+        for writer in (filesystem.FileWriter, memory._Writer):
+            disk.setattr(writer, "write", full)
+        r = await client.patch(location, content=data)
     assert r.status_code == 507
     assert r.json()["errors"][0] == {"code": "UNKNOWN", "message": "the registry's storage is full", "detail": {}}
     assert "storage full on PATCH" in caplog.text and "Traceback" not in caplog.text
     # once there is room again, the client resumes from the size the registry reports
-    monkeypatch.setattr(uploads, "write_all", real)
     status = await client.get(location)
     assert status.status_code == 204 and status.headers["range"] == "0-0"
     assert (await client.patch(location, content=data)).status_code == 202
@@ -218,12 +218,12 @@ async def test_full_disk_is_a_clear_507_and_the_upload_can_resume(
 async def test_unexpected_errors_are_logged_with_their_traceback(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from storage import uploads
+    from storage.uploads import Uploads
 
-    def broken(paths: object, name: str) -> str:
+    async def broken(self: object, name: str) -> str:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(uploads, "start", broken)
+    monkeypatch.setattr(Uploads, "start", broken)
     r = await client.post("/v2/x/blobs/uploads/")
     assert r.status_code == 500 and r.json()["errors"][0]["message"] == "internal error"
     assert "RuntimeError: bug" in caplog.text

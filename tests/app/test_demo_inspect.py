@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 import httpx
 from starlette.applications import Starlette
 
-from app.demo import DEMOS, push_all
-from storage import buildkit, explain
+from app.images import buildkit, explain
+from app.images.demo import DEMOS, push_all
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
@@ -102,7 +102,7 @@ async def test_inspect_over_http(client: httpx.AsyncClient) -> None:
 
 
 async def test_demo_is_stored_byte_exact(client: httpx.AsyncClient) -> None:
-    from app.demo import content_for
+    from app.images.demo import content_for
 
     await push_all(client, "registry.test")
     for demo in DEMOS:

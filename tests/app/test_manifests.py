@@ -4,10 +4,9 @@ import json
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
 from app.config import Settings
-from app.main import create_app
+from tests.conftest import client_of, started
 from tests.oci import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -158,15 +157,16 @@ async def test_delete_tag_and_digest(client: httpx.AsyncClient) -> None:
     assert (await client.delete(f"/v2/r/manifests/{digest}")).status_code == 202
     assert (await client.get("/v2/r/manifests/b")).status_code == 404
     assert (await client.get(f"/v2/r/manifests/{digest}")).status_code == 404
-    assert (await client.get("/v2/r/tags/list")).json() == {"name": "r", "tags": []}
+    listing = await client.get("/v2/r/tags/list")
+    # Drivers without directories (in-memory, object stores) forget a repository with nothing in it.
+    assert listing.json() == {"name": "r", "tags": []} or error_code(listing) == "NAME_UNKNOWN"
     r = await client.delete("/v2/r/manifests/a")
     assert r.status_code == 404 and error_code(r) == "MANIFEST_UNKNOWN"
 
 
 async def test_deletes_disabled(settings: Settings) -> None:
     settings.storage.delete.enabled = False
-    app: Starlette = create_app(settings)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with started(settings) as app, client_of(app) as c:
         image = random_image(seed=11)
         digest = await push_image(c, "r", image)
         for path in ("/v2/r/manifests/latest", f"/v2/r/manifests/{digest}", f"/v2/r/blobs/{sha256(image.config)}"):
@@ -177,7 +177,7 @@ async def test_deletes_disabled(settings: Settings) -> None:
 
 async def test_read_only_mode(settings: Settings) -> None:
     settings.storage.maintenance.readonly.enabled = True
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings)), base_url="http://t") as c:
+    async with started(settings) as app, client_of(app) as c:
         r = await c.post("/v2/r/blobs/uploads/")
         assert r.status_code == 405 and error_code(r) == "UNSUPPORTED"
 

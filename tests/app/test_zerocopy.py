@@ -15,7 +15,7 @@ import uvicorn
 import app.zerocopy
 from app.config import Settings
 from app.main import served_app
-from tests.e2e.servers import eventually, free_port
+from tests.e2e.servers import eventually
 from tests.oci import sha256
 
 BLOB = os.urandom((8 << 20) + 12345)
@@ -36,13 +36,18 @@ def sendfiles(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 @pytest.fixture
+def driver_name() -> str:
+    return "filesystem"  # sendfile needs a file descriptor, which only this driver's readers have
+
+
+@pytest.fixture
 def url(settings: Settings) -> Iterator[str]:
-    port = free_port()
-    config = uvicorn.Config(
-        served_app(settings), host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning"
-    )
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # bound before the server starts: no race for the port
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(served_app(settings), loop="uvloop", http="httptools", log_level="warning")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
     thread.start()
     while not server.started:
         if not thread.is_alive():
@@ -97,4 +102,4 @@ def test_a_client_that_hangs_up_mid_blob_leaves_the_server_serving(url: str, sen
     for _ in range(3):
         assert httpx.get(f"{url}/v2/z/blobs/{sha256(BLOB)}").content == BLOB
     assert sendfiles[-3:] == [len(BLOB)] * 3
-    assert eventually(lambda: open_descriptors() == before, timeout=10), (open_descriptors(), before)
+    assert eventually(lambda: open_descriptors() <= before, timeout=10), (open_descriptors(), before)

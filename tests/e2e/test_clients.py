@@ -14,8 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from app.demo import DEMOS, content_for
-from app.remote import push
+from app.images.demo import DEMOS, content_for
+from app.images.remote import push
 from storage import mediatypes
 from tests.e2e.conftest import Skopeo
 from tests.e2e.daemons import containerd, dockerd

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.demo import DEMOS
+from app.images.demo import DEMOS
 from tests.e2e.conftest import Skopeo
 from tests.e2e.servers import REPO, kura
 

@@ -3,15 +3,18 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
-from storage import Options, Registry
+from storage import Options, Registry, StorageDriver, paths
+from storage.digest import Digest
+from storage.drivers import filesystem, memory
 from storage.errors import BlobUnknown, DigestInvalid, RangeInvalid, ReadOnly, SizeInvalid, UploadUnknown
-from storage.registry import BATCH
-from tests.oci import sha256
+from storage.names import Name
+from storage.uploads import BATCH, Uploads
+from tests.oci import sha256, stored, stored_files
 
 
 async def chunks(data: bytes, size: int = 7) -> AsyncIterator[bytes]:
@@ -19,40 +22,35 @@ async def chunks(data: bytes, size: int = 7) -> AsyncIterator[bytes]:
         yield data[i : i + size]
 
 
-def files(root: str) -> list[str]:
-    out = []
-    for d, _, names in os.walk(root):
-        out += [os.path.relpath(os.path.join(d, n), root) for n in names]
-    return sorted(out)
+async def blob_bytes(registry: Registry, digest: Digest) -> bytes:
+    return await stored(registry.driver, paths.blob_data(digest))
 
 
-async def test_put_blob_stores_data_and_link(registry: Registry, root: str) -> None:
+async def test_put_blob_stores_data_and_link(registry: Registry) -> None:
     data = b"layer bytes" * 100
     info = await registry.put_blob("a/b", sha256(data), chunks(data))
     assert info.size == len(data)
     hexd = hashlib.sha256(data).hexdigest()
-    assert files(root) == [
+    assert await stored_files(registry.driver) == [
         f"docker/registry/v2/blobs/sha256/{hexd[:2]}/{hexd}/data",
         f"docker/registry/v2/repositories/a/b/_layers/sha256/{hexd}/link",
     ]
-    with open(info.path, "rb") as f:
-        assert f.read() == data
+    assert await blob_bytes(registry, info.digest) == data
 
 
-async def test_same_blob_in_two_repositories_is_stored_once(registry: Registry, root: str) -> None:
+async def test_same_blob_in_two_repositories_is_stored_once(registry: Registry) -> None:
     data = os.urandom(5000)
     await registry.put_blob("one", sha256(data), chunks(data))
     await registry.put_blob("two", sha256(data), chunks(data))
-    data_files = [f for f in files(root) if f.endswith("/data")]
+    data_files = [f for f in await stored_files(registry.driver) if f.endswith("/data")]
     assert len(data_files) == 1
     assert (await registry.stat_blob("two", sha256(data))).size == 5000
 
 
-async def test_digest_mismatch_stores_nothing(registry: Registry, root: str) -> None:
+async def test_digest_mismatch_stores_nothing(registry: Registry) -> None:
     with pytest.raises(DigestInvalid):
         await registry.put_blob("a", sha256(b"other"), chunks(b"data"))
-    assert [f for f in files(root) if "blobs/" in f or "_layers" in f] == []
-    assert [f for f in files(root) if "_uploads" in f] == []
+    assert await stored_files(registry.driver) == []
 
 
 async def test_chunked_upload_with_ranges(registry: Registry) -> None:
@@ -67,26 +65,24 @@ async def test_chunked_upload_with_ranges(registry: Registry) -> None:
     assert info.size == 3000
 
 
-async def test_upload_survives_a_lost_running_hash(root: str) -> None:
-    """Another worker (a fresh Registry) can finish an upload: the file is hashed again."""
+async def test_upload_survives_a_lost_running_hash(registry: Registry) -> None:
+    """Another worker (a second Registry on the same storage) can finish an upload: the file is hashed again."""
     data = os.urandom(4096)
-    first = Registry(root)
-    upload = await first.start_upload("r")
-    await first.append_upload("r", upload, chunks(data[:100]))
-    second = Registry(root)
+    upload = await registry.start_upload("r")
+    await registry.append_upload("r", upload, chunks(data[:100]))
+    second = Registry(registry.driver)
     await second.append_upload("r", upload, chunks(data[100:]))
-    info = await first.commit_upload("r", upload, sha256(data))
+    info = await registry.commit_upload("r", upload, sha256(data))
     assert info.size == 4096
 
 
 async def test_commit_uses_the_running_hash(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     """An upload appended in this process is not read back and hashed again at commit."""
-    from storage import uploads
 
-    def no_rehash(path: str, algorithm: str) -> str:
+    async def no_rehash(self: Uploads, path: str, algorithm: str) -> str:
         raise AssertionError("the upload was hashed a second time")
 
-    monkeypatch.setattr(uploads, "hash_file", no_rehash)
+    monkeypatch.setattr(Uploads, "_hash_stored", no_rehash)
     data = os.urandom(3 << 20)
     upload = await registry.start_upload("r")
     await registry.append_upload("r", upload, chunks(data[:1000]), start=0)
@@ -95,49 +91,53 @@ async def test_commit_uses_the_running_hash(registry: Registry, monkeypatch: pyt
     assert (await registry.put_blob("r", sha256(b"mono"), chunks(b"mono"))).size == 4
 
 
-def drain(registry: Registry) -> None:
-    """Wait for every background flush (a fresh pool takes over)."""
-    registry._flusher.shutdown(wait=True)
-    registry._flusher = ThreadPoolExecutor(max_workers=2)
+async def test_flushes_follow_upload_offsets(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A background flush starts each time the upload as a whole passes another FLUSH_EVERY bytes,
+    whether it comes in one body or in chunks smaller than the interval."""
+    import storage.uploads
 
+    started: list[int] = []
 
-async def test_large_uploads_are_flushed_in_the_background(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Long uploads start their writeback early, on duplicate descriptors that never leak."""
-    import storage.registry
-    from storage import uploads
+    def recording(real: Callable[[Any], None]) -> Callable[[Any], None]:
+        def start_flush(self: Any) -> None:
+            started.append(self.size)
+            real(self)
 
-    flushed: list[int] = []
-    real = uploads.flush_and_close
+        return start_flush
 
-    def record(fd: int) -> None:
-        flushed.append(fd)
-        real(fd)
-
-    monkeypatch.setattr(storage.registry, "FLUSH_EVERY", 1 << 20)
-    monkeypatch.setattr(uploads, "flush_and_close", record)
-    before = len(os.listdir("/proc/self/fd"))
+    for writer in (filesystem.FileWriter, memory._Writer):
+        monkeypatch.setattr(writer, "start_flush", recording(writer.start_flush))
+    monkeypatch.setattr(storage.uploads, "FLUSH_EVERY", 1 << 20)
     data = os.urandom(5 << 20)
-    info = await registry.put_blob("r", sha256(data), chunks(data, 1 << 16))
-    drain(registry)
-    assert info.size == len(data)
-    assert 2 <= len(flushed) <= 5
-    # Chunks smaller than the flush interval still flush once the upload as a whole passes it.
-    flushed.clear()
+    await registry.put_blob("r", sha256(data), chunks(data, 1 << 16))
+    assert [size >> 20 for size in started] == [1, 2, 3, 4, 5]
+    started.clear()
     upload = await registry.start_upload("r")
     for start in range(0, len(data), 1 << 19):
         await registry.append_upload("r", upload, chunks(data[start : start + (1 << 19)], 1 << 16), start=start)
     await registry.commit_upload("r", upload, sha256(data))
-    drain(registry)
-    assert 2 <= len(flushed) <= 5
+    assert [size >> 20 for size in started] == [1, 2, 3, 4, 5]
+
+
+async def test_background_flushes_leak_no_descriptor(root: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import storage.uploads
+
+    monkeypatch.setattr(storage.uploads, "FLUSH_EVERY", 1 << 20)
+    driver = filesystem.FilesystemDriver(root)
+    registry = Registry(driver)
+    before = len(os.listdir("/proc/self/fd"))
+    data = os.urandom(5 << 20)
+    assert (await registry.put_blob("r", sha256(data), chunks(data, 1 << 16))).size == len(data)
+    driver._flusher.shutdown(wait=True)  # every flush done (and its duplicate descriptor closed)
     assert len(os.listdir("/proc/self/fd")) == before
+    await registry.close()
 
 
-async def test_bodies_of_many_tiny_chunks(registry: Registry, root: str) -> None:
+async def test_bodies_of_many_tiny_chunks(registry: Registry) -> None:
     """More chunks than one writev takes (IOV_MAX) still land in order."""
     data = os.urandom(5000)
     info = await registry.put_blob("r", sha256(data), chunks(data, 1))
-    with open(info.path, "rb") as f:
-        assert f.read() == data
+    assert await blob_bytes(registry, info.digest) == data
 
 
 @pytest.mark.parametrize("size", [0, BATCH - 1, BATCH, BATCH + 1, 2 * BATCH, 5 * BATCH + 3])
@@ -148,19 +148,16 @@ async def test_bodies_around_batch_edges(registry: Registry, size: int) -> None:
     assert await registry.append_upload("r", upload, chunks(data, 1 << 16)) == size
     assert await registry.append_upload("r", upload, chunks(b"tail")) == size + 4
     info = await registry.commit_upload("r", upload, sha256(data + b"tail"))
-    with open(info.path, "rb") as f:
-        assert f.read() == data + b"tail"
+    assert await blob_bytes(registry, info.digest) == data + b"tail"
 
 
 def test_short_writev_is_finished(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
-    from storage import uploads
-
     real = os.writev
     monkeypatch.setattr(os, "writev", lambda fd, pieces: real(fd, [bytes(pieces[0][:3])]))
     path = os.path.join(str(tmp_path), "f")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
-        uploads.write_all(fd, [b"abcdef", b"", b"ghi"])
+        filesystem._write_all(fd, [b"abcdef", b"", b"ghi"])
     finally:
         os.close(fd)
     with open(path, "rb") as f:
@@ -178,24 +175,19 @@ async def test_size_mismatch_restores_the_upload(registry: Registry, size: int) 
     assert info.size == 3
 
 
-async def test_commit_removes_whatever_the_upload_holds(registry: Registry, root: str) -> None:
+async def test_commit_removes_whatever_the_upload_holds(registry: Registry) -> None:
     """registry:2 keeps hashstates/ beside data: a root it wrote must not keep upload leftovers."""
     upload = await registry.start_upload("r")
     await registry.append_upload("r", upload, chunks(b"abc"))
-    hashstates = os.path.join(registry.paths.upload("r", upload), "hashstates", "sha256")
-    os.makedirs(hashstates)
-    with open(os.path.join(hashstates, "0"), "wb") as f:
-        f.write(b"state")
+    await registry.driver.put_content(paths.join(paths.upload(Name("r"), upload), "hashstates", "sha256", "0"), b"s")
     await registry.commit_upload("r", upload, sha256(b"abc"))
-    assert not os.path.exists(registry.paths.upload("r", upload))
-    assert os.listdir(registry.paths.uploads("r")) == []
+    assert [f for f in await stored_files(registry.driver) if "_uploads" in f] == []
 
 
-async def test_startedat_is_rfc3339_utc(registry: Registry, root: str) -> None:
+async def test_startedat_is_rfc3339_utc(registry: Registry) -> None:
     upload = await registry.start_upload("r")
-    path = registry.paths.upload_started_at("r", upload)
-    with open(path) as f:
-        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", f.read())
+    text = (await stored(registry.driver, paths.upload_started_at(Name("r"), upload))).decode()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", text)
 
 
 async def test_cancel_removes_the_upload(registry: Registry) -> None:
@@ -233,14 +225,13 @@ async def test_delete_blob_unlinks_only_the_repository(registry: Registry) -> No
 async def test_sha512_blob(registry: Registry) -> None:
     data = b"five twelve"
     digest = "sha512:" + hashlib.sha512(data).hexdigest()
-    info = await registry.put_blob("r", digest, chunks(data))
-    assert info.path.endswith(
-        f"blobs/sha512/{hashlib.sha512(data).hexdigest()[:2]}/{hashlib.sha512(data).hexdigest()}/data"
-    )
+    await registry.put_blob("r", digest, chunks(data))
+    hexd = hashlib.sha512(data).hexdigest()
+    assert f"docker/registry/v2/blobs/sha512/{hexd[:2]}/{hexd}/data" in await stored_files(registry.driver)
 
 
-async def test_read_only_refuses_writes(root: str) -> None:
-    reg = Registry(root, Options(read_only=True))
+async def test_read_only_refuses_writes(driver: StorageDriver) -> None:
+    reg = Registry(driver, Options(read_only=True))
     with pytest.raises(ReadOnly):
         await reg.start_upload("r")
 

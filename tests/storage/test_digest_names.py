@@ -4,7 +4,7 @@ import pytest
 
 from storage.digest import Digest
 from storage.errors import DigestInvalid, NameInvalid, TagInvalid, Unsupported
-from storage.names import validate_name, validate_tag
+from storage.names import Name, validate_tag
 
 HEX = "a" * 64
 
@@ -39,7 +39,7 @@ def test_of_bytes_matches_hashlib() -> None:
 
 @pytest.mark.parametrize("name", ["a", "library/ubuntu", "a.b/c-d/e__f", "x--y", "a" * 255])
 def test_valid_names(name: str) -> None:
-    assert validate_name(name) == name
+    assert Name.parse(name) == name
 
 
 @pytest.mark.parametrize(
@@ -48,7 +48,7 @@ def test_valid_names(name: str) -> None:
 def test_invalid_names(name: str) -> None:
     """Upper case, traversal, empty or '_' components and over-long names are all NameInvalid."""
     with pytest.raises(NameInvalid):
-        validate_name(name)
+        Name.parse(name)
 
 
 @pytest.mark.parametrize("tag", ["latest", "v1.0", "_x", "A-b_c.d", "a" * 128])

@@ -4,54 +4,54 @@ from __future__ import annotations
 
 import os
 
-from storage import fs
+import pytest
+
+from storage import StorageDriver, links, paths
 from storage.digest import Digest
-from storage.paths import Paths
+from storage.drivers import FilesystemDriver
+from storage.names import Name
 
 D = Digest("sha256", "ab" + "c" * 62)
 
 
-def test_paths_match_registry2(tmp_path: os.PathLike[str]) -> None:
-    p = Paths("/r")
-    v2 = "/r/docker/registry/v2"
+def test_paths_match_registry2() -> None:
+    p = paths
+    a, u = Name("a"), "u"
+    v2 = "docker/registry/v2"
     assert p.blob_data(D) == f"{v2}/blobs/sha256/ab/{D.hex}/data"
-    assert p.layer_link("a/b", D) == f"{v2}/repositories/a/b/_layers/sha256/{D.hex}/link"
-    assert p.manifest_revision_link("a", D) == f"{v2}/repositories/a/_manifests/revisions/sha256/{D.hex}/link"
-    assert p.tag_current_link("a", "t") == f"{v2}/repositories/a/_manifests/tags/t/current/link"
-    assert p.tag_index_link("a", "t", D) == f"{v2}/repositories/a/_manifests/tags/t/index/sha256/{D.hex}/link"
-    assert p.upload_data("a", "u") == f"{v2}/repositories/a/_uploads/u/data"
-    assert p.upload_started_at("a", "u") == f"{v2}/repositories/a/_uploads/u/startedat"
+    assert p.layer_link(Name("a/b"), D) == f"{v2}/repositories/a/b/_layers/sha256/{D.hex}/link"
+    assert p.manifest_revision_link(a, D) == f"{v2}/repositories/a/_manifests/revisions/sha256/{D.hex}/link"
+    assert p.tag_current_link(a, "t") == f"{v2}/repositories/a/_manifests/tags/t/current/link"
+    assert p.tag_index_link(a, "t", D) == f"{v2}/repositories/a/_manifests/tags/t/index/sha256/{D.hex}/link"
+    assert p.upload_data(a, u) == f"{v2}/repositories/a/_uploads/u/data"
+    assert p.upload_started_at(a, u) == f"{v2}/repositories/a/_uploads/u/startedat"
 
 
-def test_link_is_digest_without_newline(tmp_path: os.PathLike[str]) -> None:
-    path = os.path.join(tmp_path, "x", "link")
-    fs.write_link(path, D)
-    with open(path, "rb") as f:
+async def test_link_is_digest_without_newline(root: str) -> None:
+    driver = FilesystemDriver(root)
+    await links.write(driver, "x/link", D)
+    with open(os.path.join(root, "x", "link"), "rb") as f:
         assert f.read() == f"sha256:{D.hex}".encode()
-    assert os.path.getsize(path) == 71
-    assert fs.read_link(path) == D
+    assert os.path.getsize(os.path.join(root, "x", "link")) == 71
+    assert await links.read(driver, "x/link") == D
+    await driver.close()
 
 
-def test_write_atomic_leaves_no_temp_files(tmp_path: os.PathLike[str]) -> None:
-    path = os.path.join(tmp_path, "d", "f")
-    fs.write_atomic(path, b"one")
-    fs.write_atomic(path, b"two")
-    assert os.listdir(os.path.dirname(path)) == ["f"]
-    with open(path, "rb") as f:
+async def test_put_content_leaves_no_temp_files(root: str) -> None:
+    """Temporary files live under kura/tmp (invisible to registry:2), never beside the target."""
+    driver = FilesystemDriver(root)
+    await driver.put_content("d/f", b"one")
+    await driver.put_content("d/f", b"two")
+    assert os.listdir(os.path.join(root, "d")) == ["f"]
+    assert os.listdir(os.path.join(root, "kura", "tmp")) == []
+    with open(os.path.join(root, "d", "f"), "rb") as f:
         assert f.read() == b"two"
+    await driver.close()
 
 
-def test_corrupt_or_missing_link_reads_as_none(tmp_path: os.PathLike[str]) -> None:
-    path = os.path.join(tmp_path, "link")
-    assert fs.read_link(path) is None
-    with open(path, "wb") as f:
-        f.write(b"garbage")
-    assert fs.read_link(path) is None
-
-
-def test_link_with_trailing_newline_is_read(tmp_path: os.PathLike[str]) -> None:
-    """Hand-written links (echo > link) still resolve."""
-    path = os.path.join(tmp_path, "link")
-    with open(path, "wb") as f:
-        f.write(f"{D}\n".encode())
-    assert fs.read_link(path) == D
+@pytest.mark.parametrize("raw", [b"garbage", f"{D}\n".encode()], ids=["corrupt", "newline"])
+async def test_corrupt_missing_and_hand_written_links(driver: StorageDriver, raw: bytes) -> None:
+    """A missing or corrupt link reads as none; a hand-written one (echo > link) still resolves."""
+    assert await links.read(driver, "link") is None
+    await driver.put_content("link", raw)
+    assert await links.read(driver, "link") == (None if raw == b"garbage" else D)

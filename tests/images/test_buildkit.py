@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from storage import buildkit
+from app.images import buildkit
 
 PROVENANCE_STATEMENT_DIGEST = "sha256:0fc14d47dd05de39fb4f93c53a860792afd66c24d5e18ee7c318fbef8e553b3e"
 

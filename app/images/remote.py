@@ -6,9 +6,9 @@ from typing import Any
 
 import httpx
 
+from app.images.buildkit import Content, descriptor
+from app.images.explain import CONFIG_LIMIT
 from storage import mediatypes
-from storage.buildkit import Content, descriptor
-from storage.explain import CONFIG_LIMIT
 
 ACCEPT = ", ".join(sorted(mediatypes.MANIFESTS))
 

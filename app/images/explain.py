@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from storage import buildkit, mediatypes
+from app.images import buildkit
+from storage import mediatypes
 from storage.errors import StorageError
 from storage.registry import Registry
 

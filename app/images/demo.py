@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import httpx
 
-from app.remote import push
-from storage import buildkit, mediatypes
-from storage.buildkit import Content, descriptor
+from app.images import buildkit
+from app.images.buildkit import Content, descriptor
+from app.images.remote import push
+from storage import mediatypes
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,452 @@
+"""The filesystem driver: registry:2's ``filesystem`` driver, and the only code that makes storage syscalls.
+
+Consistency: a file at its final name is always complete. ``put_content`` writes a temporary file
+under ``<root>/kura/tmp/`` (a Kura-private sibling of ``docker/``, so neither registry:2 nor a
+listing ever sees a half-written file), fsyncs it, renames it over the target and fsyncs the target
+directory. After a crash, what is left in ``kura/tmp/`` is removed once it is an hour old.
+
+Which syscalls run on the event loop: metadata reads that the page cache answers in microseconds
+(stat, a directory of a few entries, a small file, flock, utime). Anything that can wait on the
+disk (fsync, data reads and writes, renames with their directory fsync, recursive deletes, large
+directories) runs in the driver's thread pool, batched into one hop per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
+
+import aiofiles.os
+
+from storage.driver import Busy, FileInfo, PathNotFound
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+READ_CHUNK = 1 << 20
+INLINE_READ = 256 << 10  # files up to this size are read on the event loop (links, manifests)
+INLINE_STATS = 32  # more stats than this in one call go to the pool
+MAX_PIECES = 512  # per writev: well under Linux's IOV_MAX (1024)
+STALE_TEMP_SECONDS = 3600
+_MISSING = (FileNotFoundError, NotADirectoryError)
+
+
+class FilesystemDriver:
+    name = "filesystem"
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self._tmp = os.path.join(self.root, "kura", "tmp")
+        # As asyncio's default executor would size it; its own, so that close() can shut it down.
+        self._pool = ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="kura-io")
+        # Background flushes wait on the disk for long; their own threads keep them off the pool.
+        self._flusher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kura-flush")
+        self._purged_at = 0.0
+
+    def full(self, path: str) -> str:
+        return os.path.join(self.root, path)
+
+    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        result: T = await aiofiles.os.wrap(fn)(*args, executor=self._pool, **kwargs)
+        return result
+
+    # -- content -------------------------------------------------------------------------------
+
+    async def get_content(self, path: str, limit: int | None = None) -> bytes:
+        full = self.full(path)
+        try:
+            fd = os.open(full, os.O_RDONLY)
+        except _MISSING:
+            raise PathNotFound(path) from None
+        except IsADirectoryError:
+            raise PathNotFound(path) from None
+        try:
+            size = os.fstat(fd).st_size
+            want = size if limit is None else min(size, limit + 1)
+            if want <= INLINE_READ:
+                return _read_all(fd, want)
+            return await self.run(_read_all, fd, want)
+        finally:
+            os.close(fd)
+
+    async def put_content(self, path: str, data: bytes, *, durable: bool = True) -> None:
+        await self.run(self._put, self.full(path), data, durable)
+
+    def _put(self, target: str, data: bytes, durable: bool) -> None:
+        tmp = self._temp_file()
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                if durable:
+                    f.flush()
+                    os.fsync(f.fileno())
+            _replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        if durable:
+            _fsync_dir(os.path.dirname(target))
+
+    def _temp_file(self) -> str:
+        try:
+            self._purge_stale_temps()
+        except OSError:
+            pass  # housekeeping must never fail a write
+        return os.path.join(self._tmp, f"{uuid.uuid4().hex}.tmp")
+
+    def _purge_stale_temps(self) -> None:
+        now = time.time()
+        if now - self._purged_at < STALE_TEMP_SECONDS / 4:
+            return
+        self._purged_at = now
+        os.makedirs(self._tmp, exist_ok=True)
+        with os.scandir(self._tmp) as entries:
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):
+                    if now - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP_SECONDS:
+                        if entry.is_dir(follow_symlinks=False):
+                            shutil.rmtree(entry.path, ignore_errors=True)
+                        else:
+                            os.unlink(entry.path)
+
+    # -- readers and writers -------------------------------------------------------------------
+
+    async def reader(self, path: str) -> FileReader:
+        try:
+            fd = os.open(self.full(path), os.O_RDONLY)
+        except (*_MISSING, IsADirectoryError):
+            raise PathNotFound(path) from None
+        return FileReader(fd, os.fstat(fd).st_size, self)
+
+    async def writer(self, path: str, *, create: bool = False) -> FileWriter:
+        full = self.full(path)
+        if create:
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            fd = os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+        else:
+            try:
+                fd = os.open(full, os.O_WRONLY | os.O_APPEND)
+            except _MISSING:
+                raise PathNotFound(path) from None
+        try:
+            _lock_fd(fd, path, shared=False)
+            _same_file(fd, full, path)
+            return FileWriter(fd, os.fstat(fd).st_size, self)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    async def stat(self, path: str) -> FileInfo:
+        info = _stat(self.full(path), path)
+        if info is None:
+            raise PathNotFound(path)
+        return info
+
+    async def stat_many(self, paths: Sequence[str]) -> list[FileInfo | None]:
+        if len(paths) <= INLINE_STATS:
+            return [_stat(self.full(p), p) for p in paths]
+        return await self.run(lambda: [_stat(self.full(p), p) for p in paths])
+
+    async def list(self, path: str) -> list[str]:
+        try:
+            return os.listdir(self.full(path))
+        except _MISSING:
+            raise PathNotFound(path) from None
+
+    async def move(self, source: str, target: str) -> None:
+        await self.run(self._move, self.full(source), self.full(target), source)
+
+    def _move(self, source: str, target: str, name: str) -> None:
+        try:
+            _replace(source, target)
+        except _MISSING:
+            if not os.path.exists(source):
+                raise PathNotFound(name) from None
+            raise
+        _fsync_dir(os.path.dirname(target))
+
+    async def delete(self, path: str) -> None:
+        await self.run(self._delete, self.full(path), path)
+
+    def _delete(self, full: str, path: str) -> None:
+        try:
+            os.unlink(full)
+            return
+        except IsADirectoryError:
+            pass
+        except _MISSING:
+            raise PathNotFound(path) from None
+        # A directory: move it aside first, so that it disappears at once and whole (a writer
+        # racing us recreates a fresh directory instead of losing its file midway), then remove it.
+        os.makedirs(self._tmp, exist_ok=True)
+        trash = os.path.join(self._tmp, f"{uuid.uuid4().hex}.deleted")
+        try:
+            os.rename(full, trash)
+        except _MISSING:
+            raise PathNotFound(path) from None
+        shutil.rmtree(trash, ignore_errors=True)
+
+    async def walk(self, path: str) -> AsyncIterator[FileInfo]:
+        # A thread walks and hands over batches: one hop per thousand files, not per directory.
+        queue: asyncio.Queue[list[FileInfo] | None] = asyncio.Queue(maxsize=4)
+        loop = asyncio.get_running_loop()
+        stop = False
+
+        def produce() -> None:
+            batch: list[FileInfo] = []
+            try:
+                for info in _walk(self.full(path), path):
+                    if stop:
+                        return
+                    batch.append(info)
+                    if len(batch) >= 1000:
+                        asyncio.run_coroutine_threadsafe(queue.put(batch), loop).result()
+                        batch = []
+                if batch:
+                    asyncio.run_coroutine_threadsafe(queue.put(batch), loop).result()
+            finally:
+                asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+
+        producer = loop.run_in_executor(self._pool, produce)
+        try:
+            while (batch := await queue.get()) is not None:
+                for info in batch:
+                    yield info
+        finally:
+            stop = True
+            while not producer.done():  # let the thread see ``stop`` and finish its last put
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+                await asyncio.sleep(0)
+            await producer
+
+    async def touch(self, path: str) -> None:
+        try:
+            os.utime(self.full(path))
+        except _MISSING:
+            raise PathNotFound(path) from None
+
+    @contextlib.asynccontextmanager
+    async def lock(
+        self, path: str, *, shared: bool = False, wait: float = 0.0, create: bool = False
+    ) -> AsyncIterator[None]:
+        full = self.full(path)
+        try:
+            fd = os.open(full, os.O_RDONLY)
+        except _MISSING:
+            if not create:
+                raise PathNotFound(path) from None
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            fd = os.open(full, os.O_RDONLY | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + wait
+            delay = 0.002
+            while True:
+                try:
+                    _lock_fd(fd, path, shared=shared)
+                    break
+                except Busy:
+                    if time.monotonic() >= deadline:
+                        raise
+                    await asyncio.sleep(delay)  # flock would block a thread; poll instead
+                    delay = min(delay * 2, 0.05)
+            _same_file(fd, full, path)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._flusher.shutdown(wait=False, cancel_futures=True)
+
+
+class FileReader:
+    """An open blob read in large chunks with one read ahead; served whole even if it is removed."""
+
+    def __init__(self, fd: int, size: int, driver: FilesystemDriver) -> None:
+        self._fd = fd
+        self._size = size
+        self._driver = driver
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    async def chunks(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        stop = self._size if end is None else end + 1
+        offset = start
+        pending: asyncio.Future[bytes] | None = None
+        while offset < stop or pending is not None:
+            if pending is None:
+                pending = asyncio.ensure_future(
+                    self._driver.run(os.pread, self._fd, min(READ_CHUNK, stop - offset), offset)
+                )
+            data = await pending
+            pending = None
+            if not data:
+                return  # the file shrank under us; the response will be short and the client sees it
+            offset += len(data)
+            if offset < stop:
+                pending = asyncio.ensure_future(
+                    self._driver.run(os.pread, self._fd, min(READ_CHUNK, stop - offset), offset)
+                )
+            yield data
+
+    def fileno(self) -> int | None:
+        return self._fd
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class FileWriter:
+    """An upload's data file, held open and exclusively locked (flock) for appends."""
+
+    def __init__(self, fd: int, size: int, driver: FilesystemDriver) -> None:
+        self._fd = fd
+        self._size = size
+        self._driver = driver
+        self._flushing: Future[None] | None = None
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    async def write(self, pieces: Sequence[bytes]) -> None:
+        await self._driver.run(_write_all, self._fd, pieces)
+        self._size += sum(map(len, pieces))
+
+    def start_flush(self) -> None:
+        # fdatasync in the background, so the fsync at commit finds almost nothing left to write;
+        # at most one at a time per writer. On a descriptor of its own, opened anew through /proc
+        # rather than dup'd: a dup shares the open file and so our flock, and would keep the upload
+        # locked against its own commit until the flush ends.
+        if self._flushing is not None and not self._flushing.done():
+            return
+        fd = os.open(f"/proc/self/fd/{self._fd}", os.O_RDONLY)
+        self._flushing = self._driver._flusher.submit(_flush_and_close, fd)
+
+    async def commit(self) -> None:
+        await self._driver.run(os.fsync, self._fd)
+
+    async def truncate(self, size: int) -> None:
+        await self._driver.run(os.ftruncate, self._fd, size)
+        self._size = size
+
+    async def close(self) -> None:
+        if self._fd >= 0:  # idempotent: closing a number twice could close someone else's file
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    parts: list[bytes] = []
+    remaining = size
+    while remaining > 0:
+        data = os.read(fd, min(remaining, READ_CHUNK))
+        if not data:
+            break
+        parts.append(data)
+        remaining -= len(data)
+    return b"".join(parts)
+
+
+def _write_all(fd: int, pieces: Sequence[bytes]) -> None:
+    """Append ``pieces`` in order with ``writev`` calls (short writes, rare on files, are finished by hand)."""
+    for start in range(0, len(pieces), MAX_PIECES):
+        group = pieces[start : start + MAX_PIECES]
+        written = os.writev(fd, group)
+        for piece in group:
+            if written >= len(piece):
+                written -= len(piece)
+                continue
+            view = memoryview(piece)[written:]
+            written = 0
+            while view:
+                view = view[os.write(fd, view) :]
+
+
+def _flush_and_close(fd: int) -> None:
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace(source: str, target: str) -> None:
+    """``os.replace``, creating the target's directory (again, if a racing delete removed it)."""
+    for _ in range(8):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        try:
+            os.replace(source, target)
+            return
+        except FileNotFoundError:
+            if not os.path.exists(source):
+                raise
+    os.replace(source, target)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _lock_fd(fd: int, path: str, *, shared: bool) -> None:
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise Busy(path) from None
+        raise
+
+
+def _same_file(fd: int, full: str, path: str) -> None:
+    """After a lock is had: the path must still name the locked file (it may have been moved)."""
+    try:
+        named = os.stat(full)
+    except _MISSING:
+        raise PathNotFound(path) from None
+    held = os.fstat(fd)
+    if (named.st_dev, named.st_ino) != (held.st_dev, held.st_ino):
+        raise PathNotFound(path)
+
+
+def _stat(full: str, path: str) -> FileInfo | None:
+    try:
+        st = os.stat(full)
+    except _MISSING:
+        return None
+    is_dir = (st.st_mode & 0o170000) == 0o040000
+    return FileInfo(path, st.st_size, st.st_mtime_ns, is_dir)
+
+
+def _walk(full: str, path: str) -> Iterator[FileInfo]:
+    try:
+        entries = list(os.scandir(full))
+    except _MISSING:
+        return
+    for entry in entries:
+        child = f"{path}/{entry.name}" if path else entry.name
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                yield from _walk(entry.path, child)
+            else:
+                st = entry.stat(follow_symlinks=False)
+                yield FileInfo(child, st.st_size, st.st_mtime_ns, False)
+        except FileNotFoundError:
+            continue  # removed while we walked
