@@ -19,6 +19,7 @@ import errno
 import fcntl
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -37,6 +38,7 @@ INLINE_READ = 256 << 10  # files up to this size are read on the event loop (lin
 INLINE_STATS = 32  # more stats than this in one call go to the pool
 MAX_PIECES = 512  # per writev: well under Linux's IOV_MAX (1024)
 STALE_TEMP_SECONDS = 3600
+WALK_BATCH = 1000
 _MISSING = (FileNotFoundError, NotADirectoryError)
 
 
@@ -199,37 +201,41 @@ class FilesystemDriver:
         shutil.rmtree(trash, ignore_errors=True)
 
     async def walk(self, path: str) -> AsyncIterator[FileInfo]:
-        # A thread walks and hands over batches: one hop per thousand files, not per directory.
-        queue: asyncio.Queue[list[FileInfo] | None] = asyncio.Queue(maxsize=4)
+        # A thread walks and hands over batches: one hop per thousand files, not one per directory.
+        # At most a few batches wait in the queue (the semaphore), so memory stays bounded.
         loop = asyncio.get_running_loop()
-        stop = False
+        queue: asyncio.Queue[list[FileInfo] | None] = asyncio.Queue()
+        room = threading.Semaphore(4)
+        stopped = threading.Event()
+
+        def hand_over(batch: list[FileInfo] | None) -> None:
+            room.acquire()
+            loop.call_soon_threadsafe(queue.put_nowait, batch)
 
         def produce() -> None:
             batch: list[FileInfo] = []
             try:
                 for info in _walk(self.full(path), path):
-                    if stop:
+                    if stopped.is_set():
                         return
                     batch.append(info)
-                    if len(batch) >= 1000:
-                        asyncio.run_coroutine_threadsafe(queue.put(batch), loop).result()
+                    if len(batch) >= WALK_BATCH:
+                        hand_over(batch)
                         batch = []
-                if batch:
-                    asyncio.run_coroutine_threadsafe(queue.put(batch), loop).result()
+                if batch and not stopped.is_set():
+                    hand_over(batch)
             finally:
-                asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+                loop.call_soon_threadsafe(queue.put_nowait, None)
 
         producer = loop.run_in_executor(self._pool, produce)
         try:
             while (batch := await queue.get()) is not None:
+                room.release()
                 for info in batch:
                     yield info
         finally:
-            stop = True
-            while not producer.done():  # let the thread see ``stop`` and finish its last put
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    queue.get_nowait()
-                await asyncio.sleep(0)
+            stopped.set()
+            room.release()  # wake a producer waiting for room, so it sees ``stopped``
             await producer
 
     async def touch(self, path: str) -> None:

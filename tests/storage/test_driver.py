@@ -1,0 +1,181 @@
+"""The storage driver contract. Every driver runs this suite unchanged (the ``driver`` fixture is
+parametrised over all of them); a new driver (S3) is done when it passes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from storage import StorageDriver
+from storage.driver import Busy, PathNotFound
+
+
+async def test_content_round_trip_and_replace(driver: StorageDriver) -> None:
+    await driver.put_content("a/b/c", b"one")
+    assert await driver.get_content("a/b/c") == b"one"
+    await driver.put_content("a/b/c", b"two!")
+    assert await driver.get_content("a/b/c") == b"two!"
+    assert (await driver.stat("a/b/c")).size == 4
+    with pytest.raises(PathNotFound):
+        await driver.get_content("a/b/missing")
+
+
+async def test_limit_reads_one_byte_past_it(driver: StorageDriver) -> None:
+    await driver.put_content("f", b"0123456789")
+    assert await driver.get_content("f", 3) == b"0123"
+    assert await driver.get_content("f", 100) == b"0123456789"
+
+
+async def test_stat_of_files_and_directories(driver: StorageDriver) -> None:
+    await driver.put_content("d/e/f", b"x")
+    info = await driver.stat("d/e/f")
+    assert (info.size, info.is_dir) == (1, False) and info.mtime_ns is not None
+    assert (await driver.stat("d/e")).is_dir
+    with pytest.raises(PathNotFound):
+        await driver.stat("d/nope")
+    many = await driver.stat_many(["d/e/f", "d/nope", "d"])
+    assert [m is not None for m in many] == [True, False, True]
+    assert len(await driver.stat_many([f"x{i}" for i in range(100)])) == 100  # past the inline limit
+
+
+async def test_list_gives_direct_children(driver: StorageDriver) -> None:
+    for path in ("r/a/1", "r/a/2", "r/b", "r/c/d/e"):
+        await driver.put_content(path, b"")
+    assert sorted(await driver.list("r")) == ["a", "b", "c"]
+    assert sorted(await driver.list("r/a")) == ["1", "2"]
+    with pytest.raises(PathNotFound):
+        await driver.list("r/none")
+
+
+async def test_move_replaces_and_delete_is_recursive(driver: StorageDriver) -> None:
+    await driver.put_content("src", b"new")
+    await driver.put_content("dst/x", b"old")
+    await driver.move("src", "dst/x")
+    assert await driver.get_content("dst/x") == b"new"
+    with pytest.raises(PathNotFound):
+        await driver.stat("src")
+    with pytest.raises(PathNotFound):
+        await driver.move("src", "elsewhere")
+    await driver.put_content("dst/y/z", b"")
+    await driver.delete("dst")
+    with pytest.raises(PathNotFound):
+        await driver.stat("dst/y/z")
+    with pytest.raises(PathNotFound):
+        await driver.delete("dst")
+
+
+async def test_walk_yields_every_file(driver: StorageDriver) -> None:
+    expected = sorted(f"w/{i % 7}/{i}" for i in range(1100))  # more than one batch
+    for path in expected:
+        await driver.put_content(path, b"x", durable=False)
+    assert sorted([info.path async for info in driver.walk("w")]) == expected
+    assert [info async for info in driver.walk("nothing")] == []
+
+
+async def test_walk_can_stop_early(driver: StorageDriver) -> None:
+    for i in range(1100):
+        await driver.put_content(f"w/{i}", b"", durable=False)
+    seen = 0
+    async for _ in driver.walk("w"):
+        seen += 1
+        if seen == 3:
+            break
+    assert seen == 3
+
+
+async def test_reader_serves_ranges_and_outlives_a_delete(driver: StorageDriver) -> None:
+    data = bytes(range(256)) * 9000  # > 2 MiB: several chunks
+    await driver.put_content("blob", data)
+    reader = await driver.reader("blob")
+    try:
+        await driver.delete("blob")
+        await driver.put_content("blob", b"replaced")
+        assert reader.size == len(data)
+        assert b"".join([c async for c in reader.chunks()]) == data
+        assert b"".join([c async for c in reader.chunks(5, 1 << 20)]) == data[5 : (1 << 20) + 1]
+    finally:
+        reader.close()
+    with pytest.raises(PathNotFound):
+        await driver.reader("gone")
+
+
+async def test_writer_appends_exclusively(driver: StorageDriver) -> None:
+    writer = await driver.writer("up/data", create=True)
+    try:
+        await writer.write([b"ab", b"", b"cd"])
+        assert writer.size == 4
+        with pytest.raises(Busy):
+            await driver.writer("up/data")
+        with pytest.raises(Busy):
+            async with driver.lock("up/data"):
+                pass
+        writer.start_flush()
+        await writer.commit()
+    finally:
+        await writer.close()
+    again = await driver.writer("up/data")
+    try:
+        assert again.size == 4
+        await again.write([b"ef"])
+        await again.truncate(5)
+    finally:
+        await again.close()
+    assert await driver.get_content("up/data") == b"abcde"
+    with pytest.raises(PathNotFound):
+        await driver.writer("up/none")
+
+
+async def test_a_writer_never_writes_a_moved_file(driver: StorageDriver) -> None:
+    """Once a file is moved away (an upload committed), opening its old path finds nothing."""
+    writer = await driver.writer("up/data", create=True)
+    await writer.write([b"abc"])
+    await driver.move("up/data", "blobs/x")
+    await writer.close()
+    with pytest.raises(PathNotFound):
+        await driver.writer("up/data")
+    assert await driver.get_content("blobs/x") == b"abc"
+
+
+async def test_locks_shared_and_exclusive(driver: StorageDriver) -> None:
+    async with driver.lock("l", create=True, shared=True), driver.lock("l", shared=True):
+        with pytest.raises(Busy):
+            async with driver.lock("l"):
+                pass
+    async with driver.lock("l"):
+        with pytest.raises(Busy):
+            async with driver.lock("l", shared=True):
+                pass
+    with pytest.raises(PathNotFound):
+        async with driver.lock("no-such-lock"):
+            pass
+
+
+async def test_lock_waits_for_its_holder(driver: StorageDriver) -> None:
+    order: list[str] = []
+    held = asyncio.Event()
+
+    async def holder() -> None:
+        async with driver.lock("l", create=True):
+            order.append("held")
+            held.set()
+            await asyncio.sleep(0.05)
+            order.append("released")
+
+    task = asyncio.create_task(holder())
+    await held.wait()
+    async with driver.lock("l", wait=30):
+        order.append("acquired")
+    await task
+    assert order == ["held", "released", "acquired"]
+
+
+async def test_touch_moves_the_mtime(driver: StorageDriver) -> None:
+    await driver.put_content("t", b"")
+    before = (await driver.stat("t")).mtime_ns
+    await asyncio.sleep(0.01)
+    await driver.touch("t")
+    after = (await driver.stat("t")).mtime_ns
+    assert before is not None and after is not None and after > before
+    with pytest.raises(PathNotFound):
+        await driver.touch("missing")
