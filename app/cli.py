@@ -81,7 +81,10 @@ def serve(args: argparse.Namespace) -> int:
     settings = resolve(args)
     os.makedirs(os.path.join(settings.root, "docker", "registry", "v2"), exist_ok=True)
     host, port = settings.listen()
-    workers = args.workers or default_workers()
+    in_memory = settings.storage.driver() == "inmemory"
+    workers = args.workers or (1 if in_memory else default_workers())
+    if in_memory and workers > 1:
+        raise ConfigError("storage.inmemory keeps the store inside one process: run it with --workers 1")
     if workers > 1:
         sockets = listening_sockets(host, port, workers)
     print(
