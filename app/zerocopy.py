@@ -34,11 +34,14 @@ class ZeroCopySend:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         # Its own threads: a download to a slow client may hold one for minutes, and must not hold
-        # the executor that every storage call uses.
-        self.pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="kura-sendfile")
+        # the executor that every storage call uses. Made at startup, shut down with the server.
+        self.pool: ThreadPoolExecutor | None = None
         self.busy = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._lifespan(send))
+            return
         cycle = getattr(send, "__self__", None)
         if scope["type"] != "http" or scope.get("scheme") != "http" or not _is_httptools_cycle(cycle):
             await self.app(scope, receive, send)
@@ -52,6 +55,17 @@ class ZeroCopySend:
                 await send(message)
 
         await self.app(scope, receive, send_or_sendfile)
+
+    def _lifespan(self, send: Send) -> Send:
+        async def send_and_track(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                self.pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="kura-sendfile")
+            await send(message)
+            if message["type"] == "lifespan.shutdown.complete" and self.pool is not None:
+                self.pool.shutdown(wait=False, cancel_futures=True)
+                self.pool = None
+
+        return send_and_track
 
     async def sendfile(self, cycle: Any, send: Send, message: Message) -> None:
         reader: FileReader = message["file"]
@@ -72,6 +86,7 @@ class ZeroCopySend:
             and transport.get_extra_info("ssl_object") is None
             and transport.get_write_buffer_size() == 0
             and self.busy < THREADS
+            and self.pool is not None
         )
         if not direct:
             await _stream(send, reader, offset, count, more_body)

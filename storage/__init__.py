@@ -2,11 +2,27 @@
 
 No HTTP here: raise ``storage.errors``; never hold a blob in memory; every write is atomic; every
 storage syscall goes through the driver (``storage.driver``, ``storage.drivers``).
+
+The public surface, all ``app/`` may use: what this module exports, and the modules ``errors``,
+``mediatypes`` and ``drivers``.
 """
 
+from storage import drivers, errors, mediatypes
 from storage.blobs import BlobInfo
 from storage.driver import FileReader, StorageDriver
+from storage.manifests import MAX_SIZE as MAX_MANIFEST_SIZE
 from storage.manifests import Manifest
 from storage.registry import Options, Registry
 
-__all__ = ["BlobInfo", "FileReader", "Manifest", "Options", "Registry", "StorageDriver"]
+__all__ = [
+    "MAX_MANIFEST_SIZE",
+    "BlobInfo",
+    "FileReader",
+    "Manifest",
+    "Options",
+    "Registry",
+    "StorageDriver",
+    "drivers",
+    "errors",
+    "mediatypes",
+]

@@ -11,9 +11,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from app.images import buildkit
-from storage import mediatypes
+from storage import Registry, mediatypes
 from storage.errors import StorageError
-from storage.registry import Registry
 
 CONFIG_LIMIT = 1 << 20  # configs are small; never read more than this of one
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

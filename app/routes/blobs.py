@@ -5,7 +5,7 @@ from starlette.responses import Response
 
 from app.http import byte_range, registry
 from app.responses import BlobResponse
-from storage.blobs import BlobInfo
+from storage import BlobInfo
 
 
 def blob_headers(info: BlobInfo) -> dict[str, str]:

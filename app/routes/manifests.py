@@ -5,7 +5,7 @@ from starlette.responses import Response
 
 from app.errors import Code, OCIError
 from app.http import registry
-from storage.manifests import MAX_SIZE
+from storage import MAX_MANIFEST_SIZE as MAX_SIZE
 
 
 async def get_manifest(request: Request) -> Response:

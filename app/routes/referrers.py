@@ -4,7 +4,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.http import registry
-from storage.mediatypes import OCI_INDEX
+from storage import mediatypes
 
 
 async def list_referrers(request: Request) -> Response:
@@ -13,5 +13,5 @@ async def list_referrers(request: Request) -> Response:
         request.path_params["name"], request.path_params["digest"], artifact_type
     )
     headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
-    body = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
-    return JSONResponse(body, headers=headers, media_type=OCI_INDEX)
+    body = {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": manifests}
+    return JSONResponse(body, headers=headers, media_type=mediatypes.OCI_INDEX)

@@ -5,7 +5,7 @@ from starlette.responses import Response
 
 from app.errors import Code, OCIError
 from app.http import body, content_length, content_range, has_body, registry, upload_range
-from storage.blobs import BlobInfo
+from storage import BlobInfo
 
 
 def _upload_location(name: str, upload_id: str) -> str:

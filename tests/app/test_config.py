@@ -80,3 +80,14 @@ def test_bad_addr() -> None:
     s = load(None, environ={"REGISTRY_HTTP_ADDR": "nohost"})
     with pytest.raises(ConfigError):
         s.listen()
+
+
+def test_inmemory_driver_is_chosen_and_needs_one_worker(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text("storage:\n  inmemory:\n")
+    assert load(str(config), environ={}).storage.driver() == "inmemory"
+    assert load(None, environ={}).storage.driver() == "filesystem"
+    from app.cli import main
+
+    assert main(["serve", "--config", str(config), "--root", str(tmp_path), "--workers", "2", "--port", "1"]) == 2
+    assert "--workers 1" in capsys.readouterr().err
