@@ -4,16 +4,22 @@ Starlette runs an ``Exception`` handler in its ServerErrorMiddleware, outside ev
 its responses missed the headers ``CommonHeaders`` adds, and it re-raises after answering, so uvicorn
 logged a second traceback (even for a full disk, which is no bug) and dropped the connection without
 saying so. This middleware sits inside ``CommonHeaders``, answers, and does not re-raise.
+
+A client that hangs up before its request body ends is no server error either: one line, no answer.
 """
 
 from __future__ import annotations
 
-from starlette.requests import Request
+import logging
+
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import unexpected_error
 
 _CLOSE = (b"connection", b"close")
+
+log = logging.getLogger("kura")
 
 
 class CatchAll:
@@ -38,6 +44,9 @@ class CatchAll:
 
         try:
             await self.app(scope, receive, send_closing)
+        except ClientDisconnect:
+            # Nobody is left to answer; what the request had written stays (an upload resumes from it).
+            log.info("client hung up during %s %s", scope["method"], scope["path"])
         except Exception as exc:
             if started:
                 raise  # too late to answer: the server logs it once and drops the connection

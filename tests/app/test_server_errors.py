@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
 
 import httpx
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from app.config import Settings
 from app.main import served_app
 from tests.app.served import exchange, serving
+from tests.e2e.servers import eventually
 from tests.oci import sha256
 
 COMMON = {"docker-distribution-api-version": "registry/2.0", "x-content-type-options": "nosniff"}
@@ -85,3 +87,21 @@ def test_a_bug_logs_its_traceback_once(
     tracebacks = [r for r in caplog.records if r.exc_info is not None]
     assert len(tracebacks) == 1 and "RuntimeError: bug" in caplog.text
     assert tracebacks[0].getMessage() == "unexpected error on POST /v2/r/blobs/uploads/"
+
+
+@pytest.mark.parametrize("length", [1000, 8 << 20], ids=["one-batch", "streamed"])
+def test_a_client_hanging_up_mid_upload_is_no_error(
+    settings: Settings, caplog: pytest.LogCaptureFixture, length: int
+) -> None:
+    caplog.set_level(logging.INFO, logger="kura")
+    with serving(served_app(settings), settings) as (host, port):
+        base = f"http://{host}:{port}"
+        location = httpx.post(f"{base}/v2/r/blobs/uploads/").headers["location"]
+        head = f"PATCH {location} HTTP/1.1\r\nHost: t\r\nContent-Length: {length}\r\n\r\n".encode()
+        with socket.create_connection((host, port)) as s:
+            s.sendall(head + b"x" * (length // 2))
+        # The upload is still there, at a size the client can resume from.
+        assert eventually(lambda: any("hung up" in r.getMessage() for r in caplog.records))
+        status = httpx.get(f"{base}{location}")
+        assert status.status_code == 204
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
