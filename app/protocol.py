@@ -3,13 +3,15 @@
 uvicorn bounds neither. httptools gathers a header in memory until its line ends, so a 48 MiB header
 was read in full and answered; a client trickling a head a byte at a time held its connection (and a
 slot of the server) for as long as it liked. Go's net/http, which registry:2 runs on, refuses a head
-past 1 MiB (``DefaultMaxHeaderBytes``) with a 431; here the head is counted as it arrives, so a head
-is refused once more than ``MAX_HEAD`` bytes came without its end (it may end within the read that
-crosses the limit: a read is at most 256 KiB). A head not complete ``HEAD_TIMEOUT`` seconds after
-its first byte, or after the connection opened, ends the connection.
+past 1 MiB (``DefaultMaxHeaderBytes``) with a 431. Here what is not body is counted as it arrives
+(a head, and in a chunked body each chunk-size line and the trailers, which httptools gathers the
+same way): once more than ``MAX_HEAD`` bytes of it came without its end, a head gets a 431 and
+trailers a closed connection. A head may end within the read that crosses the limit (a read is at
+most 256 KiB). A head not complete ``HEAD_TIMEOUT`` seconds after its first byte, or after the
+connection opened, ends the connection.
 
-Only the head is bounded: a body streams under uvicorn's own flow control. The request cycles are
-uvicorn's own class, so ``app.zerocopy`` still recognises them.
+A body itself streams under uvicorn's own flow control. The request cycles are uvicorn's own class,
+so ``app.zerocopy`` still recognises them.
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ _TOO_LARGE_RESPONSE = (
 class BoundedHeadProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.head_read: int | None = 0  # bytes of the current head so far; None while its body is read
+        self.in_head = True  # the next bytes are (or begin) a request head
+        # Bytes read since the last complete part (head, chunk) that were not body: a head, a chunk-size
+        # line, trailers. httptools holds a header (or trailer) in memory until its line ends.
+        self.framing = 0
         self.head_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -47,22 +52,30 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self.head_read is not None:
-            if self.head_deadline is None:
-                self._start_clock()
-            self.head_read += len(data)
+        if self.in_head and self.head_deadline is None:
+            self._start_clock()
+        self.framing += len(data)
         super().data_received(data)
-        if self.head_read is not None and self.head_read > MAX_HEAD and not self.transport.is_closing():
+        if self.framing > MAX_HEAD and not self.transport.is_closing():
             self._refuse()
 
     def on_headers_complete(self) -> None:
-        self.head_read = None
+        self.in_head = False
+        self.framing = 0
         self._stop_clock()
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        self.framing -= len(body)
+        super().on_body(body)
+
+    def on_chunk_complete(self) -> None:
+        self.framing = 0
+
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self.head_read = 0  # what follows is the next request's head
+        self.in_head = True  # what follows is the next request's head
+        self.framing = 0
 
     def _start_clock(self) -> None:
         self._stop_clock()
@@ -81,11 +94,12 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def _refuse(self) -> None:
         self._stop_clock()
-        self.logger.warning("Request head over %d bytes: refused with 431.", MAX_HEAD)
-        if self.cycle is not None and not self.cycle.response_complete:
-            # A pipelined head behind a response still being written: no room for a 431.
+        if not self.in_head or (self.cycle is not None and not self.cycle.response_complete):
+            # Trailers, or a pipelined head behind a response still being written: no room for a 431.
+            self.logger.warning("Request trailers or head over %d bytes: connection closed.", MAX_HEAD)
             self.transport.close()
             return
+        self.logger.warning("Request head over %d bytes: refused with 431.", MAX_HEAD)
         # As Go does: read no more, end our side, let the 431 travel, then close (a reset if the
         # client is still sending, which is why it gets a moment first).
         self.flow.pause_reading()

@@ -35,18 +35,35 @@ def test_a_head_over_the_limit_is_refused_and_a_normal_one_still_works(settings:
         assert r.status_code == 200 and r.headers["docker-distribution-api-version"] == "registry/2.0"
 
 
-def test_a_huge_head_is_not_read_in_full(settings: Settings) -> None:
-    huge = VERSION_CHECK + b"X-Big: " + b"a" * (64 << 20)
+@pytest.mark.parametrize("where", ["head", "trailers"])
+def test_a_huge_header_is_not_read_in_full(settings: Settings, where: str) -> None:
+    header = b"X-Big: " + b"a" * (64 << 20)
     with serving(served_app(settings), settings) as address, socket.create_connection(address, timeout=20) as s:
+        if where == "head":
+            request = VERSION_CHECK + header
+        else:
+            location = httpx.post(f"http://{address[0]}:{address[1]}/v2/r/blobs/uploads/").headers["location"]
+            chunked = f"PATCH {location} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+            request = chunked + b"5\r\nhello\r\n0\r\n" + header
         tracemalloc.start()
         try:
             # The server stops reading past the limit and closes: the send cannot complete.
             with pytest.raises((BrokenPipeError, ConnectionResetError)):
-                s.sendall(huge)
+                s.sendall(request)
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
     assert peak < 8 * app.protocol.MAX_HEAD  # the server never held the header (64 MiB) in memory
+
+
+def test_chunked_bodies_of_tiny_chunks_are_not_framing(settings: Settings) -> None:
+    # 300,000 chunks of 8 bytes: 1.5 MB of chunk-size lines in all, more than MAX_HEAD, but none too long.
+    body = b"".join(b"8\r\n%08d\r\n" % i for i in range(300_000)) + b"0\r\n\r\n"
+    with serving(served_app(settings), settings) as (host, port):
+        location = httpx.post(f"http://{host}:{port}/v2/r/blobs/uploads/").headers["location"]
+        head = f"PATCH {location} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        answer = exchange((host, port), head.encode() + body)
+    assert answer.startswith(b"HTTP/1.1 202 ") and b"\r\nrange: 0-2399999\r\n" in answer
 
 
 @pytest.mark.parametrize("trickle", [b"", b"X-Slow: 1\r\n"], ids=["silent", "trickling"])
