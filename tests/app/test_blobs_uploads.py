@@ -110,6 +110,9 @@ async def test_unknown_digest_algorithm_is_digest_invalid(client: httpx.AsyncCli
     r = await client.put(location, params={"digest": md5}, content=b"x")
     assert r.status_code == 400 and error_code(r) == "DIGEST_INVALID"
     assert (await client.get(f"/v2/r/referrers/{md5}")).status_code == 400
+    r = await client.put(f"/v2/r/manifests/{md5}", content=b"{}", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and error_code(r) == "DIGEST_INVALID"
+    assert (await client.get(f"/v2/r/manifests/{md5}")).status_code == 404
     # A mount it cannot parse is a mount it cannot do: registry:2 starts an upload session instead.
     for mount in (md5, "sha256:nothex"):
         r = await client.post("/v2/m/blobs/uploads/", params={"mount": mount, "from": "r"})
