@@ -128,9 +128,9 @@ def unexpected_error(request: Request, exc: Exception) -> Response:
     return error_response(Code.UNKNOWN, "internal error", None, 500)
 
 
+# Any other exception is answered by app.catchall, inside the middleware that adds the common headers.
 HANDLERS = {
     se.StorageError: storage_error,
     OCIError: oci_error,
     HTTPException: http_error,
-    Exception: unexpected_error,
 }

@@ -11,8 +11,12 @@ from starlette.requests import Request
 from app.errors import Code, OCIError
 from storage import Registry
 
-_CONTENT_RANGE = re.compile(r"(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?")
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# Numbers are ASCII digits ([0-9], never \d or str.isdigit, which take '²' that int() refuses), and at
+# most 19 of them: every size or offset fits, and int() never meets its 4300-digit limit.
+_NUMBER = re.compile(r"[0-9]{1,19}")
+_CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]{1,19})-([0-9]{1,19})(?:/(?:[0-9]{1,19}|\*))?")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+_PAST_ANY_END = 1 << 64  # a Range position too long to read: past the end of any blob
 
 
 def registry(request: Request) -> Registry:
@@ -24,7 +28,7 @@ def content_length(request: Request) -> int | None:
     value = request.headers.get("content-length")
     if value is None:
         return None
-    if not value.isdigit():
+    if not _NUMBER.fullmatch(value):
         raise OCIError(Code.SIZE_INVALID, "invalid Content-Length", {"Content-Length": value[:50]})
     return int(value)
 
@@ -62,15 +66,20 @@ def byte_range(value: str | None, size: int) -> tuple[int, int] | None:
     if first == "" and last == "":
         return None
     if first == "":
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0 or size == 0:
             raise _unsatisfiable(size)
         return max(size - suffix, 0), size - 1
-    start = int(first)
-    end = size - 1 if last == "" else min(int(last), size - 1)
-    if start >= size or (last != "" and int(last) < start):
+    start = _position(first)
+    end = size - 1 if last == "" else min(_position(last), size - 1)
+    if start >= size or (last != "" and _position(last) < start):
         raise _unsatisfiable(size)
     return start, end
+
+
+def _position(digits: str) -> int:
+    significant = digits.lstrip("0") or "0"
+    return int(significant) if len(significant) <= 19 else _PAST_ANY_END
 
 
 def _unsatisfiable(size: int) -> OCIError:
@@ -91,7 +100,7 @@ def page_size(request: Request, default: int | None, maximum: int | None = None)
     value = request.query_params.get("n")
     if value is None or value == "":
         return default
-    if not value.isdigit():
+    if not _NUMBER.fullmatch(value):
         raise OCIError(Code.PAGINATION_NUMBER_INVALID, detail={"n": value[:50]})
     n = int(value)
     return min(n, maximum) if maximum is not None else n

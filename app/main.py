@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.catchall import CatchAll
 from app.config import Settings
 from app.errors import HANDLERS
 from app.routes import ROUTES
@@ -61,6 +62,7 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
     app.state.settings = settings
+    app.add_middleware(CatchAll)  # inside CommonHeaders: a 500 gets the common headers too
     app.add_middleware(CommonHeaders)
     return app
 

@@ -19,8 +19,11 @@ _PR_SET_PDEATHSIG = 1
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn settings from config.yml's ``log`` and ``http.tls``."""
+    """uvicorn settings from config.yml's ``log`` and ``http.tls``, and the protocol that bounds request heads."""
+    from app.protocol import BoundedHeadProtocol  # imports uvicorn: not at module level, as main() does
+
     options: dict[str, Any] = {
+        "http": BoundedHeadProtocol,
         "log_level": settings.log.level.lower(),
         "access_log": not settings.log.accesslog.disabled,
         "server_header": False,

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
-from storage.errors import DigestInvalid, Unsupported
+from storage.errors import DigestInvalid
 
 # OCI image-spec descriptor grammar: algorithm ":" encoded.
 _GRAMMAR = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
@@ -31,13 +31,17 @@ class Digest:
 
     @classmethod
     def parse(cls, text: str) -> Digest:
-        """Parse ``alg:hex``; a malformed digest is DigestInvalid, an unknown algorithm Unsupported."""
+        """Parse ``alg:hex``; a malformed digest and an unregistered algorithm are both DigestInvalid.
+
+        An algorithm we do not know is a bad digest, as registry:2 answers it: 400, not 405 (which would
+        say the method is refused).
+        """
         if not _GRAMMAR.fullmatch(text):
             raise DigestInvalid("invalid digest", {"digest": text[:200]})
         algorithm, encoded = text.split(":", 1)
         pattern = _ENCODED.get(algorithm)
         if pattern is None:
-            raise Unsupported(f"unsupported digest algorithm {algorithm!r}", {"digest": text[:200]})
+            raise DigestInvalid(f"unsupported digest algorithm {algorithm!r}", {"digest": text[:200]})
         if not pattern.fullmatch(encoded):
             raise DigestInvalid("invalid digest", {"digest": text[:200]})
         return cls(algorithm, encoded)

@@ -34,7 +34,7 @@ class DigestInvalid(StorageError):
 
 
 class Unsupported(StorageError):
-    """The operation is not offered (e.g. deletes are disabled, unsupported digest algorithm)."""
+    """The operation is not offered (e.g. deletes are disabled)."""
 
 
 class ReadOnly(StorageError):

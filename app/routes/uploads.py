@@ -6,6 +6,7 @@ from starlette.responses import Response
 from app.errors import Code, OCIError
 from app.http import body, content_length, content_range, has_body, registry, upload_range
 from storage import BlobInfo
+from storage.errors import DigestInvalid
 
 
 def _upload_location(name: str, upload_id: str) -> str:
@@ -34,7 +35,11 @@ async def start_upload(request: Request) -> Response:
     query = request.query_params
     mount = query.get("mount")
     if mount is not None:
-        info = await reg.mount_blob(name, mount, query.get("from"))
+        try:
+            info = await reg.mount_blob(name, mount, query.get("from"))
+        except DigestInvalid:
+            # registry:2 ignores a mount digest it cannot parse and opens a session (the spec's 202).
+            info = None
         if info is not None:
             return _created(name, info)
     elif "digest" in query:

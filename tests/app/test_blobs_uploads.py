@@ -95,9 +95,28 @@ async def test_malformed_digest_is_400(client: httpx.AsyncClient) -> None:
     assert r.status_code == 400 and error_code(r) == "DIGEST_INVALID"
 
 
-async def test_unknown_algorithm_is_unsupported(client: httpx.AsyncClient) -> None:
-    r = await client.head("/v2/r/blobs/md5:" + "a" * 32)
-    assert r.status_code == 405
+async def test_unknown_digest_algorithm_is_digest_invalid(client: httpx.AsyncClient) -> None:
+    # As registry:2 answers: an unregistered algorithm is a bad digest (400), not a refused method (405).
+    md5 = "md5:" + hashlib.md5(b"x").hexdigest()
+    await push_blob(client, "r", b"x")
+    for method in ("HEAD", "GET", "DELETE"):
+        r = await client.request(method, f"/v2/r/blobs/{md5}")
+        assert r.status_code == 400, method
+        if method != "HEAD":
+            assert error_code(r) == "DIGEST_INVALID"
+    r = await client.post("/v2/r/blobs/uploads/", params={"digest": md5}, content=b"x")
+    assert r.status_code == 400 and error_code(r) == "DIGEST_INVALID"
+    location = (await client.post("/v2/r/blobs/uploads/")).headers["location"]
+    r = await client.put(location, params={"digest": md5}, content=b"x")
+    assert r.status_code == 400 and error_code(r) == "DIGEST_INVALID"
+    assert (await client.get(f"/v2/r/referrers/{md5}")).status_code == 400
+    r = await client.put(f"/v2/r/manifests/{md5}", content=b"{}", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and error_code(r) == "DIGEST_INVALID"
+    assert (await client.get(f"/v2/r/manifests/{md5}")).status_code == 404
+    # A mount it cannot parse is a mount it cannot do: registry:2 starts an upload session instead.
+    for mount in (md5, "sha256:nothex"):
+        r = await client.post("/v2/m/blobs/uploads/", params={"mount": mount, "from": "r"})
+        assert r.status_code == 202 and "docker-upload-uuid" in r.headers
 
 
 async def test_cancel_upload(client: httpx.AsyncClient) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from storage.digest import Digest
-from storage.errors import DigestInvalid, NameInvalid, TagInvalid, Unsupported
+from storage.errors import DigestInvalid, NameInvalid, TagInvalid
 from storage.names import Name, validate_tag
 
 HEX = "a" * 64
@@ -28,8 +28,8 @@ def test_malformed_digests_are_invalid(text: str) -> None:
         Digest.parse(text)
 
 
-def test_unknown_algorithm_is_unsupported() -> None:
-    with pytest.raises(Unsupported):
+def test_unknown_algorithm_is_invalid() -> None:
+    with pytest.raises(DigestInvalid, match="unsupported digest algorithm 'md5'"):
         Digest.parse("md5:" + "a" * 32)
 
 

@@ -1,0 +1,53 @@
+"""The last error handler: an exception a route lets escape becomes a 500 (or 507) like any other error.
+
+Starlette runs an ``Exception`` handler in its ServerErrorMiddleware, outside every other middleware:
+its responses missed the headers ``CommonHeaders`` adds, and it re-raises after answering, so uvicorn
+logged a second traceback (even for a full disk, which is no bug) and dropped the connection without
+saying so. This middleware sits inside ``CommonHeaders``, answers, and does not re-raise.
+
+A client that hangs up before its request body ends is no server error either: one line, no answer.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import unexpected_error
+
+_CLOSE = (b"connection", b"close")
+
+log = logging.getLogger("kura")
+
+
+class CatchAll:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_closing(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if message["status"] >= 500:
+                    # After a server error the connection's state is not to be trusted (a request
+                    # body may be half read): close it, and tell the client so.
+                    message["headers"] = [*message.get("headers", []), _CLOSE]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_closing)
+        except ClientDisconnect:
+            # Nobody is left to answer; what the request had written stays (an upload resumes from it).
+            log.info("client hung up during %s %s", scope["method"], scope["path"])
+        except Exception as exc:
+            if started:
+                raise  # too late to answer: the server logs it once and drops the connection
+            await unexpected_error(Request(scope), exc)(scope, receive, send_closing)

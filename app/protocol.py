@@ -1,0 +1,109 @@
+"""uvicorn's httptools protocol with a bounded request head: ``MAX_HEAD`` bytes, within ``HEAD_TIMEOUT``.
+
+uvicorn bounds neither. httptools gathers a header in memory until its line ends, so a 48 MiB header
+was read in full and answered; a client trickling a head a byte at a time held its connection (and a
+slot of the server) for as long as it liked. Go's net/http, which registry:2 runs on, refuses a head
+past 1 MiB (``DefaultMaxHeaderBytes``) with a 431. Here what is not body is counted as it arrives
+(a head, and in a chunked body each chunk-size line and the trailers, which httptools gathers the
+same way): once more than ``MAX_HEAD`` bytes of it came without its end, a head gets a 431 and
+trailers a closed connection. A head may end within the read that crosses the limit (a read is at
+most 256 KiB). A head not complete ``HEAD_TIMEOUT`` seconds after its first byte, or after the
+connection opened, ends the connection.
+
+A body itself streams under uvicorn's own flow control. The request cycles are uvicorn's own class,
+so ``app.zerocopy`` still recognises them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+MAX_HEAD = 1 << 20  # bytes: request line and headers, as Go's DefaultMaxHeaderBytes
+HEAD_TIMEOUT = 60.0  # seconds to send a whole head; read when a head begins, so tests may shorten it
+LINGER = 0.5  # seconds the 431 is given to reach the client before the connection is closed
+
+_TOO_LARGE = b"431 Request Header Fields Too Large"
+_TOO_LARGE_RESPONSE = (
+    b"HTTP/1.1 " + _TOO_LARGE + b"\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: " + str(len(_TOO_LARGE)).encode() + b"\r\n"
+    b"Connection: close\r\n\r\n" + _TOO_LARGE
+)
+
+
+class BoundedHeadProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_head = True  # the next bytes are (or begin) a request head
+        # Bytes read since the last complete part (head, chunk) that were not body: a head, a chunk-size
+        # line, trailers. httptools holds a header (or trailer) in memory until its line ends.
+        self.framing = 0
+        self.head_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_clock()  # a connection that never sends its first head is dropped too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_clock()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.in_head and self.head_deadline is None:
+            self._start_clock()
+        self.framing += len(data)
+        super().data_received(data)
+        if self.framing > MAX_HEAD and not self.transport.is_closing():
+            self._refuse()
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.framing = 0
+        self._stop_clock()
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self.framing -= len(body)
+        super().on_body(body)
+
+    def on_chunk_complete(self) -> None:
+        self.framing = 0
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.in_head = True  # what follows is the next request's head
+        self.framing = 0
+
+    def _start_clock(self) -> None:
+        self._stop_clock()
+        self.head_deadline = self.loop.call_later(HEAD_TIMEOUT, self._head_timed_out)
+
+    def _stop_clock(self) -> None:
+        if self.head_deadline is not None:
+            self.head_deadline.cancel()
+            self.head_deadline = None
+
+    def _head_timed_out(self) -> None:
+        self.head_deadline = None
+        if not self.transport.is_closing():
+            self.logger.warning("Request head not received within %g s: connection closed.", HEAD_TIMEOUT)
+            self.transport.close()
+
+    def _refuse(self) -> None:
+        self._stop_clock()
+        if not self.in_head or (self.cycle is not None and not self.cycle.response_complete):
+            # Trailers, or a pipelined head behind a response still being written: no room for a 431.
+            self.logger.warning("Request trailers or head over %d bytes: connection closed.", MAX_HEAD)
+            self.transport.close()
+            return
+        self.logger.warning("Request head over %d bytes: refused with 431.", MAX_HEAD)
+        # As Go does: read no more, end our side, let the 431 travel, then close (a reset if the
+        # client is still sending, which is why it gets a moment first).
+        self.flow.pause_reading()
+        self.transport.write(_TOO_LARGE_RESPONSE)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER, self.transport.close)
