@@ -55,6 +55,12 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
     app.state.registry = registry
     app.state.settings = settings
+    if settings.auth.enabled:
+        # Inside CommonHeaders, so challenges carry the API version header docker looks for.
+        from app.auth.configure import middleware_options
+        from app.auth.middleware import AuthMiddleware
+
+        app.add_middleware(AuthMiddleware, **middleware_options(settings, ROUTES, registry))
     app.add_middleware(CommonHeaders)
     return app
 

@@ -1,0 +1,65 @@
+"""Builds the authorization layer from the settings (called by ``create_app`` only when auth is on)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from starlette.routing import BaseRoute
+
+from app.auth.access import AccessMap
+from app.auth.htpasswd import Htpasswd
+from app.auth.middleware import Basic, Bearer
+from app.auth.policy import Policies
+from app.auth.ratelimit import FailureLimiter
+from app.auth.settings import SIGNING_ALGORITHMS
+from app.auth.signer import Signer
+from app.auth.tokens import TokenVerifier, load_bundle, load_jwks
+from app.auth.tokenserver import TokenEndpoint
+from app.config import ConfigError, Settings
+from storage import Registry
+
+
+def _users(path: str, ttl: int) -> Htpasswd:
+    try:
+        return Htpasswd(path, ttl)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the htpasswd file {path}: {exc.strerror or exc}") from None
+
+
+def middleware_options(settings: Settings, routes: Sequence[BaseRoute], registry: Registry) -> dict[str, Any]:
+    """The keyword arguments of ``AuthMiddleware`` for these settings."""
+    kura = settings.kura.auth
+    policies = Policies(kura)
+    limiter = FailureLimiter(kura.ratelimit.failures, kura.ratelimit.window)
+    options: dict[str, Any] = {"routes": AccessMap(routes), "limiter": limiter, "registry": registry}
+    if settings.auth.htpasswd is not None:
+        users = _users(settings.auth.htpasswd.path, kura.cachettl)
+        options["scheme"] = Basic(settings.auth.htpasswd.realm, users, policies)
+        return options
+    token = settings.auth.token
+    assert token is not None
+    roots = []
+    endpoint = None
+    if kura.tokenserver.enabled:
+        accounts = kura.tokenserver.htpasswd
+        if accounts is None:
+            raise ConfigError("kura.auth.tokenserver.htpasswd must name the accounts' htpasswd file")
+        signer = Signer(settings.root)
+        roots.append(signer.certificate)
+        endpoint = TokenEndpoint(kura.tokenserver, token, _users(accounts, kura.cachettl), policies, signer, limiter)
+    jwks = []
+    try:
+        if token.rootcertbundle:
+            roots.extend(load_bundle(token.rootcertbundle))
+        if token.jwks:
+            jwks = load_jwks(token.jwks)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"auth.token: cannot load the signing keys: {exc}") from None
+    if not roots and not jwks:
+        raise ConfigError("auth.token needs rootcertbundle or jwks (or kura.auth.tokenserver.enabled)")
+    algorithms = token.signingalgorithms or list(SIGNING_ALGORITHMS)
+    verifier = TokenVerifier(token.issuer, token.service, roots, jwks, algorithms)
+    options["scheme"] = Bearer(token, verifier, policies)
+    options["token_endpoint"] = endpoint
+    return options
