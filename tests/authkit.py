@@ -59,7 +59,7 @@ class Signer:
 
     def token(
         self,
-        access: list[dict[str, Any]],
+        grants: list[dict[str, Any]],
         *,
         headers: dict[str, Any] | None = None,
         lifetime: int = 300,
@@ -75,9 +75,11 @@ class Signer:
             "nbf": at,
             "iat": at,
             "jti": uuid.uuid4().hex,
-            "access": access,
+            "access": grants,
         } | claims
-        return jwt.encode(payload, self.key, algorithm="ES256", headers={"x5c": self.x5c()} if headers is None else headers)
+        return jwt.encode(
+            payload, self.key, algorithm="ES256", headers={"x5c": self.x5c()} if headers is None else headers
+        )
 
 
 class CA:
