@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import parse_qsl
 
 import jwt
 from starlette.requests import Request
@@ -132,10 +133,9 @@ class TokenEndpoint:
         return self._issue(user, scopes, offline)
 
     async def _post(self, request: Request) -> Response:
-        if int(request.headers.get("content-length") or 0) > _FORM_MAX:
-            return _oauth_error(400, "invalid_request", "form too large")
-        form = await request.form()
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        fields = await _form(request)
+        if fields is None:
+            return _oauth_error(400, "invalid_request", "expected a form (application/x-www-form-urlencoded)")
         if (refused := self._bad_service(fields.get("service"))) is not None:
             return refused
         if not fields.get("client_id"):
@@ -211,6 +211,21 @@ class TokenEndpoint:
                 }
             )
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+async def _form(request: Request) -> dict[str, str] | None:
+    """The OAuth2 form (urlencoded: no multipart parser needed), or None when it is not one."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+        return None
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _FORM_MAX:
+            return None
+    try:
+        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+    except UnicodeDecodeError:
+        return None
 
 
 def _oauth_error(status: int, error: str, description: str) -> Response:

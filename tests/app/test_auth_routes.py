@@ -62,7 +62,7 @@ def test_the_cases_cover_every_route() -> None:
             if match.name == "FULL":
                 covered.add(route.endpoint)
                 break
-    assert covered == set(KINDS) == {route.endpoint for route in ROUTES}  # type: ignore[attr-defined]
+    assert covered == set(KINDS) == {route.endpoint for route in ROUTES}
 
 
 async def send(client: httpx.AsyncClient, case: Case, world: World, headers: dict[str, str]) -> httpx.Response:
