@@ -1,0 +1,249 @@
+"""Real clients with credentials against a real ``kura serve``, once with htpasswd (Basic) and once with
+the built-in token server: docker login/push/pull, podman login, buildah --creds, skopeo --src-creds/
+--dest-creds/--authfile, ctr --user, oras and python-dxf."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.authsetup import (
+    PASSWORDS,
+    Registry,
+    authfile,
+    client,
+    htpasswd_config,
+    kura_with,
+    tokenserver_config,
+)
+from tests.e2e.conftest import Skopeo
+from tests.e2e.daemons import containerd, dockerd
+from tests.e2e.servers import free_port, require
+from tests.oci import random_image, sha256, write_oci_layout
+
+pytestmark = pytest.mark.e2e
+DOCKER = "/usr/bin/docker"
+ALICE = f"alice:{PASSWORDS['alice']}"
+MALLORY = f"mallory:{PASSWORDS['mallory']}"
+
+
+def run(*argv: str, env: dict[str, str] | None = None, check: bool = True, stdin: str | None = None) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env, cwd="/tmp", input=stdin)
+    if check:
+        assert result.returncode == 0, f"{' '.join(argv)}\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def fails(*argv: str, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env, cwd="/tmp")
+    assert result.returncode != 0, f"{' '.join(argv)} should have failed\n{result.stdout}"
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("authclients")
+
+
+@pytest.fixture(scope="module", params=["htpasswd", "tokenserver"])
+def registry(request: pytest.FixtureRequest, work: Path) -> Iterator[Registry]:
+    mode = request.param
+    base = work / mode
+    root = base / "root"
+    root.mkdir(parents=True)
+    port = free_port()
+    make = htpasswd_config if mode == "htpasswd" else tokenserver_config
+    config = make(str(base), str(root), port)
+    with kura_with(config, str(root), port) as url:
+        yield Registry(mode, url, config, str(root))
+
+
+@pytest.fixture(scope="module")
+def seeded(registry: Registry, work: Path) -> tuple[str, bytes]:
+    """e2e/seed:v1, pushed by skopeo with --dest-creds: (manifest digest, manifest)."""
+    image = random_image(layers=2, size=20_000, seed=61)
+    layout = work / registry.mode / "layout"
+    write_oci_layout(str(layout), image, "v1")
+    Skopeo(work)(
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        ALICE,
+        f"oci:{layout}:v1",
+        f"docker://{registry.host}/e2e/seed:v1",
+    )
+    return image.digest, image.manifest
+
+
+def stored(registry: Registry, repo: str, reference: str, user: str = "alice") -> httpx.Response:
+    with client(registry.url, user) as c:
+        r = c.get(f"/v2/{repo}/manifests/{reference}", headers={"Accept": "*/*"})
+    assert r.status_code == 200, r.text
+    return r
+
+
+def test_unauthenticated_requests_are_challenged(registry: Registry) -> None:
+    r = httpx.get(f"{registry.url}/v2/e2e/seed/tags/list")
+    assert r.status_code == 401
+    if registry.mode == "htpasswd":
+        assert r.headers["www-authenticate"] == 'Basic realm="Kura e2e"'
+    else:
+        assert r.headers["www-authenticate"] == (
+            f'Bearer realm="{registry.url}/auth/token",service="kura-e2e",scope="repository:e2e/seed:pull"'
+        )
+
+
+def test_skopeo_creds_and_authfile(
+    registry: Registry, seeded: tuple[str, bytes], skopeo: Skopeo, tmp_path: Path
+) -> None:
+    digest, body = seeded
+    host = registry.host
+    skopeo.copy(
+        f"docker://{host}/e2e/seed:v1", f"docker://{host}/e2e/copy:v1", "--src-creds", ALICE, "--dest-creds", ALICE
+    )
+    assert stored(registry, "e2e/copy", "v1").content == body
+    auth = authfile(str(tmp_path / "auth.json"), host)
+    skopeo.copy(f"docker://{host}/e2e/seed:v1", f"docker://{host}/e2e/authfile:v1", "--authfile", auth)
+    assert sha256(stored(registry, "e2e/authfile", "v1").content) == digest
+    out = skopeo.binary, "--policy", skopeo.policy, "copy", "--src-tls-verify=false", "--dest-tls-verify=false"
+    denied = fails(*out, "--src-creds", MALLORY, f"docker://{host}/e2e/seed:v1", f"oci:{tmp_path / 'x'}:v1")
+    assert "unauthorized" in denied.lower() or "denied" in denied.lower()
+    # alice may only read ro/**
+    fails(*out, "--src-creds", ALICE, "--dest-creds", ALICE, f"docker://{host}/e2e/seed:v1", f"docker://{host}/ro/x:v1")
+    fails(*out, "--dest-creds", "alice:wrong", f"docker://{host}/e2e/seed:v1", f"docker://{host}/e2e/wrong:v1")
+
+
+@pytest.fixture(scope="module")
+def docker_host(work: Path) -> Iterator[str]:
+    require(DOCKER)
+    with dockerd(str(work / "docker")) as host:
+        yield host
+
+
+def test_docker_login_push_pull(
+    docker_host: str, registry: Registry, seeded: tuple[str, bytes], tmp_path: Path, skopeo: Skopeo
+) -> None:
+    env = dict(os.environ, DOCKER_HOST=docker_host, DOCKER_CONFIG=str(tmp_path / "docker-config"))
+    host = registry.host
+    fails(DOCKER, "login", "-u", "alice", "-p", "wrong", host, env=env)
+    out = run(DOCKER, "login", "-u", "alice", "--password-stdin", host, env=env, stdin=PASSWORDS["alice"])
+    assert "Login Succeeded" in out
+    saved = json.loads((tmp_path / "docker-config" / "config.json").read_text())["auths"][host]
+    # With a token server docker keeps the refresh token (identity token), not the password.
+    assert ("identitytoken" in saved) == (registry.mode == "tokenserver")
+    run(DOCKER, "pull", f"{host}/e2e/seed:v1", env=env)
+    run(DOCKER, "tag", f"{host}/e2e/seed:v1", f"{host}/e2e/docker:v1", env=env)
+    pushed = run(DOCKER, "push", f"{host}/e2e/docker:v1", env=env)
+    digest = next(line.split("digest: ")[1].split()[0] for line in pushed.splitlines() if "digest: " in line)
+    assert sha256(stored(registry, "e2e/docker", "v1").content) == digest
+    image_id = run(DOCKER, "image", "inspect", "-f", "{{.Id}}", f"{host}/e2e/docker:v1", env=env).strip()
+    run(DOCKER, "rmi", f"{host}/e2e/docker:v1", f"{host}/e2e/seed:v1", env=env)
+    run(DOCKER, "pull", f"{host}/e2e/docker@{digest}", env=env)
+    assert run(DOCKER, "image", "inspect", "-f", "{{.Id}}", f"{host}/e2e/docker@{digest}", env=env).strip() == image_id
+    run(DOCKER, "tag", f"{host}/e2e/docker@{digest}", f"{host}/ro/docker:v1", env=env)
+    denied = fails(DOCKER, "push", f"{host}/ro/docker:v1", env=env)
+    assert "denied" in denied.lower() or "unauthorized" in denied.lower() or "insufficient" in denied.lower()
+    run(DOCKER, "logout", host, env=env)
+    fails(DOCKER, "pull", f"{host}/e2e/docker:v1", env=env)
+
+
+def storage_flags(base: Path, tool: str) -> list[str]:
+    return ["--root", str(base / tool / "root"), "--runroot", str(base / tool / "run"), "--storage-driver", "vfs"]
+
+
+def test_podman_login_pull_push(registry: Registry, seeded: tuple[str, bytes], tmp_path: Path) -> None:
+    env = dict(os.environ, REGISTRY_AUTH_FILE=str(tmp_path / "auth.json"))
+    podman = [require("podman"), *storage_flags(tmp_path, "podman")]
+    host = registry.host
+    fails(*podman, "login", "--tls-verify=false", "-u", "alice", "-p", "wrong", host, env=env)
+    out = run(
+        *podman,
+        "login",
+        "--tls-verify=false",
+        "-u",
+        "alice",
+        "--password-stdin",
+        host,
+        env=env,
+        stdin=PASSWORDS["alice"],
+    )
+    assert "Login Succeeded" in out
+    run(*podman, "pull", "-q", "--tls-verify=false", f"{host}/e2e/seed:v1", env=env)
+    run(*podman, "tag", f"{host}/e2e/seed:v1", f"{host}/e2e/podman:v1", env=env)
+    run(*podman, "push", "-q", "--tls-verify=false", f"{host}/e2e/podman:v1", env=env)
+    assert (
+        json.loads(stored(registry, "e2e/podman", "v1").content)["config"]["digest"]
+        == json.loads(seeded[1])["config"]["digest"]
+    )
+
+
+def test_buildah_push_with_creds(registry: Registry, tmp_path: Path) -> None:
+    buildah = [require("buildah"), *storage_flags(tmp_path, "buildah")]
+    (tmp_path / "hello.txt").write_text("pushed with --creds\n")
+    container = run(*buildah, "from", "scratch").strip().splitlines()[-1]
+    run(*buildah, "copy", container, str(tmp_path / "hello.txt"), "/hello.txt")
+    run(*buildah, "commit", "-q", container, "bh/auth:v1")
+    target = f"docker://{registry.host}/e2e/buildah:v1"
+    fails(*buildah, "push", "--tls-verify=false", "--creds", MALLORY, "bh/auth:v1", target)
+    run(*buildah, "push", "--tls-verify=false", "--creds", ALICE, "bh/auth:v1", target)
+    assert json.loads(stored(registry, "e2e/buildah", "v1").content)["layers"]
+
+
+@pytest.fixture(scope="module")
+def ctr_sock(work: Path) -> Iterator[str]:
+    require("ctr")
+    with containerd(str(work / "containerd")) as sock:
+        yield sock
+
+
+def test_ctr_pull_push_with_user(ctr_sock: str, registry: Registry, seeded: tuple[str, bytes]) -> None:
+    ctr = ["ctr", "-a", ctr_sock, "--namespace", registry.mode]
+    host = registry.host
+    fails(*ctr, "images", "pull", "--plain-http", "--user", MALLORY, f"{host}/e2e/seed:v1")
+    run(*ctr, "images", "pull", "--plain-http", "--user", ALICE, f"{host}/e2e/seed:v1")
+    run(*ctr, "images", "tag", f"{host}/e2e/seed:v1", f"{host}/e2e/ctr:v1")
+    run(*ctr, "images", "push", "--plain-http", "--user", ALICE, f"{host}/e2e/ctr:v1")
+    assert stored(registry, "e2e/ctr", "v1").content == seeded[1]
+
+
+def test_oras_with_credentials(registry: Registry, tmp_path: Path) -> None:
+    import oras.client
+
+    payload = tmp_path / "notes.txt"
+    payload.write_text("an artifact behind auth\n")
+    backend = "basic" if registry.mode == "htpasswd" else "token"
+    oras_client = oras.client.OrasClient(hostname=registry.host, insecure=True, auth_backend=backend)
+    oras_client.auth.set_basic_auth("alice", PASSWORDS["alice"])
+    response = oras_client.push(
+        target=f"{registry.host}/e2e/oras:v1", files=[f"{payload}:text/plain"], disable_path_validation=True
+    )
+    assert response.status_code == 201
+    pulled = oras_client.pull(target=f"{registry.host}/e2e/oras:v1", outdir=str(tmp_path / "out"))
+    assert Path(pulled[0]).read_bytes() == payload.read_bytes()
+
+
+def test_python_dxf_with_credentials(registry: Registry, tmp_path: Path) -> None:
+    dxf = require("dxf")
+    env = dict(
+        os.environ, DXF_HOST=registry.host, DXF_INSECURE="1", DXF_USERNAME="alice", DXF_PASSWORD=PASSWORDS["alice"]
+    )
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(os.urandom(4096))
+    digest = run(dxf, "push-blob", "e2e/dxf", str(blob), "@one", env=env).strip()
+    assert digest == sha256(blob.read_bytes())
+    assert run(dxf, "get-alias", "e2e/dxf", "one", env=env).split() == [digest]
+    fails(dxf, "push-blob", "e2e/dxf", str(blob), env=env | {"DXF_PASSWORD": "wrong"})
+
+
+def test_catalog_lists_only_what_the_user_may_pull(registry: Registry, seeded: tuple[str, bytes]) -> None:
+    with client(registry.url, "alice") as c:
+        repositories = c.get("/v2/_catalog").json()["repositories"]
+    assert "e2e/seed" in repositories and all(r.startswith(("e2e/", "ro/")) for r in repositories)
+    with client(registry.url, "mallory") as c:
+        assert c.get("/v2/_catalog").json()["repositories"] == []
