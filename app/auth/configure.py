@@ -41,13 +41,14 @@ def middleware_options(settings: Settings, routes: Sequence[BaseRoute], registry
     assert token is not None
     roots = []
     endpoint = None
+    accounts = None
     if kura.tokenserver.enabled:
-        accounts = kura.tokenserver.htpasswd
-        if accounts is None:
-            raise ConfigError("kura.auth.tokenserver.htpasswd must name the accounts' htpasswd file")
+        assert kura.tokenserver.htpasswd is not None  # the settings checked it
+        users = _users(kura.tokenserver.htpasswd, kura.cachettl)
         signer = Signer(settings.root)
         roots.append(signer.certificate)
-        endpoint = TokenEndpoint(kura.tokenserver, token, _users(accounts, kura.cachettl), policies, signer, limiter)
+        endpoint = TokenEndpoint(kura.tokenserver, token, users, policies, signer, limiter)
+        accounts = Basic(token.realm, users, policies)
     jwks = []
     try:
         if token.rootcertbundle:
@@ -60,6 +61,6 @@ def middleware_options(settings: Settings, routes: Sequence[BaseRoute], registry
         raise ConfigError("auth.token needs rootcertbundle or jwks (or kura.auth.tokenserver.enabled)")
     algorithms = token.signingalgorithms or list(SIGNING_ALGORITHMS)
     verifier = TokenVerifier(token.issuer, token.service, roots, jwks, algorithms)
-    options["scheme"] = Bearer(token, verifier, policies)
+    options["scheme"] = Bearer(token, verifier, policies, accounts)
     options["token_endpoint"] = endpoint
     return options

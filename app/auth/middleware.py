@@ -73,10 +73,15 @@ class Basic:
 class Bearer:
     """``auth.token``: tokens from the configured issuer (possibly Kura's own token server)."""
 
-    def __init__(self, config: TokenAuth, verifier: TokenVerifier, policies: Policies) -> None:
+    def __init__(
+        self, config: TokenAuth, verifier: TokenVerifier, policies: Policies, accounts: Basic | None = None
+    ) -> None:
         self.config = config
         self.verifier = verifier
         self.policies = policies
+        # With the built-in token server Kura owns the accounts, so Basic credentials sent straight
+        # to the registry (curl -u, oras' basic backend) are honoured too: registry:2 would refuse them.
+        self.accounts = accounts
 
     def realm(self, scope: Scope) -> str:
         if not self.config.autoredirect:
@@ -86,10 +91,12 @@ class Bearer:
         proto = headers.get("x-forwarded-proto") or "https"
         return f"{proto}://{headers.get('host', '')}{self.config.autoredirectpath}"
 
-    def authenticate(self, authorization: str | None) -> Principal | None:
+    async def authenticate(self, authorization: str | None) -> Principal | None:
         if authorization is None:
             return None
         scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "basic" and self.accounts is not None:
+            return await self.accounts.authenticate(authorization)
         if scheme.lower() != "bearer" or not token:
             return None  # registry:2: "authorization token required", no error parameter
         try:
@@ -106,7 +113,7 @@ class Bearer:
         catalog = "*" in claims.actions("registry", "catalog")
         # Without policies Kura cannot know what else a token's holder may read: no mount without from.
         everything = self.policies.enabled and name in self.policies.admins
-        return Principal(name, True, actions, catalog, everything, _sees(self.policies, name))
+        return Principal(name, True, actions, catalog, everything, _sees(self.policies, name), bearer=True)
 
 
 def _allows(held: frozenset[str], kind: Kind) -> bool:
@@ -150,7 +157,7 @@ class AuthMiddleware:
             await challenge.too_many(retry)(scope, receive, send)
             return
         try:
-            principal = await self._authenticate(authorization)
+            principal = await self.scheme.authenticate(authorization)
         except Rejected:
             self.limiter.failed(client)
             log.info("authentication failed from %s", client)
@@ -163,10 +170,10 @@ class AuthMiddleware:
             principal = self.scheme.principal(None)  # what anonymous users may do
 
         if not self._permitted(principal, need):
-            if principal.name is None and isinstance(self.scheme, Basic):
-                await self._challenge(scope, found, None)(scope, receive, send)
-            elif isinstance(self.scheme, Bearer):
+            if principal.bearer:
                 await self._challenge(scope, found, "insufficient_scope")(scope, receive, send)
+            elif principal.name is None:
+                await self._challenge(scope, found, None)(scope, receive, send)
             else:
                 await challenge.denied(found)(scope, receive, send)
             return
@@ -186,11 +193,6 @@ class AuthMiddleware:
                     await refusal(scope, receive, send)
                     return
         await self.app(scope, receive, send)
-
-    async def _authenticate(self, authorization: str | None) -> Principal | None:
-        if isinstance(self.scheme, Basic):
-            return await self.scheme.authenticate(authorization)
-        return self.scheme.authenticate(authorization)
 
     def _challenge(self, scope: Scope, found: list[tuple[str, str, str]], error: str | None) -> Response:
         if isinstance(self.scheme, Basic):

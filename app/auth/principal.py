@@ -18,3 +18,4 @@ class Principal:
     catalog: bool
     reads_everything: bool  # may mount a blob without naming the repository it comes from
     sees: Callable[[str], bool] | None  # which repositories the catalog lists (None: all)
+    bearer: bool = False  # from a token: a missing right is insufficient_scope (401), not DENIED (403)

@@ -79,9 +79,15 @@ class Grant(_Strict):
 class TokenServer(_Strict):
     enabled: bool = False
     path: str = "/auth/token"  # the realm's path on this server
-    htpasswd: str | None = None  # the accounts; defaults to auth.htpasswd.path when that is set
+    htpasswd: str | None = None  # the accounts: an htpasswd file, as auth.htpasswd.path
     expiration: int = Field(300, ge=60)  # seconds; the spec says never less than 60
     refreshexpiration: int = Field(30 * 24 * 3600, ge=60)  # lifetime of docker login's identity token
+
+    @model_validator(mode="after")
+    def _accounts(self) -> TokenServer:
+        if self.enabled and not self.htpasswd:
+            raise ValueError("kura.auth.tokenserver.htpasswd must name the accounts' htpasswd file")
+        return self
 
 
 class RateLimit(_Strict):

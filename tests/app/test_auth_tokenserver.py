@@ -195,3 +195,19 @@ async def test_tokens_survive_a_restart(root: str, tmp_path: Path) -> None:
         token = (await get_token(client, "repository:team/app:pull")).json()["token"]
     async with client_for(create_app(settings(root, tmp_path))) as client:
         assert (await client.get("/v2/team/app/tags/list", headers=bearer(token))).status_code == 200
+
+
+async def test_basic_credentials_straight_to_the_registry(root: str, tmp_path: Path) -> None:
+    """With the built-in token server Kura owns the accounts: Basic works on /v2/ too, with the policies."""
+    await seed(root)
+    app = create_app(settings(root, tmp_path))
+    async with client_for(app) as client:
+        r = await client.get("/v2/team/app/tags/list", headers=basic("alice", PASSWORDS["alice"]))
+        assert r.status_code == 200
+        r = await client.get("/v2/other/app/tags/list", headers=basic("alice", PASSWORDS["alice"]))
+        assert r.status_code == 403 and r.json()["errors"][0]["code"] == "DENIED"
+        r = await client.get("/v2/team/app/tags/list", headers=basic("alice", "wrong"))
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"] == (
+            f'Bearer realm="{REALM}",service="{SERVICE}",scope="repository:team/app:pull",error="invalid_token"'
+        )
