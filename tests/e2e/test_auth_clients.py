@@ -174,7 +174,14 @@ def storage_flags(base: Path, tool: str) -> list[str]:
 def refused(output: str) -> bool:
     """The client said it was refused (not that something else went wrong)."""
     text = output.lower()
-    words = ("unauthorized", "denied", "authentication required", "no basic auth credentials", "invalid username")
+    words = (
+        "unauthorized",
+        "denied",
+        "forbidden",
+        "authentication required",
+        "no basic auth credentials",
+        "invalid username",
+    )
     return any(word in text for word in words)
 
 
@@ -253,7 +260,7 @@ def test_oras_with_credentials(registry: Registry, tmp_path: Path) -> None:
     assert Path(pulled[0]).read_bytes() == payload.read_bytes()
     stranger = oras.client.OrasClient(hostname=registry.host, insecure=True, auth_backend=backend)
     stranger.auth.set_basic_auth("mallory", PASSWORDS["mallory"])
-    with pytest.raises(Exception, match=r"(?i)denied|unauthorized|authentication"):
+    with pytest.raises(Exception, match=r"(?i)denied|unauthorized|authentication|forbidden"):
         stranger.pull(target=target, outdir=str(tmp_path / "stranger"))
 
 
