@@ -39,7 +39,15 @@ def _sees(policies: Policies, user: str | None) -> Callable[[str], bool] | None:
 
 
 class Rejected(Exception):
-    """Credentials were sent and are wrong (or malformed): 401, and a mark against the client."""
+    """Credentials were sent and are wrong (or malformed): 401.
+
+    A wrong password counts against the client's address; a bad token does not, since nobody can
+    guess a signature, and clients legitimately present tokens that have just expired.
+    """
+
+    def __init__(self, guess: bool) -> None:
+        super().__init__()
+        self.guess = guess
 
 
 class Basic:
@@ -66,7 +74,7 @@ class Basic:
             return None
         credentials = parse_basic(authorization)
         if credentials is None or not await self.users.verify(*credentials):
-            raise Rejected
+            raise Rejected(guess=credentials is not None)
         return self.principal(credentials[0])
 
 
@@ -103,7 +111,7 @@ class Bearer:
             claims = self.verifier.verify(token.strip())
         except InvalidToken as exc:
             log.info("bearer token refused: %s", exc)
-            raise Rejected from None
+            raise Rejected(guess=False) from None
         name = claims.subject or None
 
         def actions(repository: str) -> frozenset[str]:
@@ -120,6 +128,13 @@ def _allows(held: frozenset[str], kind: Kind) -> bool:
     if kind is Kind.PUSH:
         return bool({"push", "create"} & held)
     return kind.value in held
+
+
+def _tags_under_create_only(need: Need, principal: Principal) -> bool:
+    """A manifest PUT by tag from someone who may create but not push: moving a tag must be refused."""
+    if need.kind is not Kind.PUSH or need.reference is None or ":" in need.reference:
+        return False
+    return "push" not in principal.actions(need.repository or "")
 
 
 class AuthMiddleware:
@@ -147,36 +162,32 @@ class AuthMiddleware:
             await self.token_endpoint(scope, receive, send)
             return
         need = self.routes.need(scope["method"], scope["path"])
-        query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
+        mount = b"mount=" in scope["query_string"] and need.kind is Kind.PUSH
+        query = dict(parse_qsl(scope["query_string"].decode("latin-1"))) if mount else {}
         source = query.get("from") if "mount" in query else None
-        found = challenge.records(need, source)
         authorization = Headers(scope=scope).get("authorization")
         client = scope["client"][0] if scope.get("client") else ""
 
+        principal: Principal | None = None
+        refusal: Response | None = None
         if authorization is not None and (retry := self.limiter.retry_after(client)) is not None:
-            await challenge.too_many(retry)(scope, receive, send)
-            return
-        try:
-            principal = await self.scheme.authenticate(authorization)
-        except Rejected:
-            self.limiter.failed(client)
-            log.info("authentication failed from %s", client)
-            await self._challenge(scope, found, "invalid_token")(scope, receive, send)
-            return
-        if principal is None:
-            if isinstance(self.scheme, Bearer):
-                await self._challenge(scope, found, None)(scope, receive, send)
-                return
-            principal = self.scheme.principal(None)  # what anonymous users may do
-
-        if not self._permitted(principal, need):
-            if principal.bearer:
-                await self._challenge(scope, found, "insufficient_scope")(scope, receive, send)
-            elif principal.name is None:
-                await self._challenge(scope, found, None)(scope, receive, send)
+            refusal = challenge.too_many(retry)
+        else:
+            try:
+                principal = await self.scheme.authenticate(authorization)
+            except Rejected as rejected:
+                if rejected.guess:
+                    self.limiter.failed(client)
+                log.info("authentication failed from %s", client)
+                refusal = self._challenge(scope, need, source, "invalid_token")
             else:
-                await challenge.denied(found)(scope, receive, send)
+                if principal is None and isinstance(self.scheme, Basic):
+                    principal = self.scheme.principal(None)  # what anonymous users may do
+                refusal = self._refusal(scope, need, source, principal)
+        if refusal is not None:
+            await refusal(scope, receive, send)
             return
+        assert principal is not None
 
         scope = dict(scope)
         scope[PRINCIPAL] = principal
@@ -185,16 +196,27 @@ class AuthMiddleware:
             # a blob the user cannot read is never revealed.
             kept = [(k, v) for k, v in parse_qsl(scope["query_string"].decode("latin-1")) if k not in ("mount", "from")]
             scope["query_string"] = urlencode(kept).encode("latin-1")
-        if need.kind is Kind.PUSH and need.reference is not None and ":" not in need.reference:
-            held = principal.actions(need.repository or "")
-            if "push" not in held:
-                receive, refusal = await self._guard_tag(need, receive, found)
-                if refusal is not None:
-                    await refusal(scope, receive, send)
-                    return
+        if _tags_under_create_only(need, principal):
+            receive, refusal = await self._guard_tag(need, receive, challenge.records(need, source))
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
-    def _challenge(self, scope: Scope, found: list[tuple[str, str, str]], error: str | None) -> Response:
+    def _refusal(self, scope: Scope, need: Need, source: str | None, principal: Principal | None) -> Response | None:
+        """None when the request may go on; else 401 (no or insufficient token, anonymous) or 403."""
+        if principal is None:
+            return self._challenge(scope, need, source, None)  # bearer: "authorization token required"
+        if self._permitted(principal, need):
+            return None
+        if principal.bearer:
+            return self._challenge(scope, need, source, "insufficient_scope")
+        if principal.name is None:
+            return self._challenge(scope, need, source, None)
+        return challenge.denied(challenge.records(need, source))
+
+    def _challenge(self, scope: Scope, need: Need, source: str | None, error: str | None) -> Response:
+        found = challenge.records(need, source)
         if isinstance(self.scheme, Basic):
             return challenge.unauthorized(self.scheme.header, found)
         header = challenge.bearer(self.scheme.realm(scope), self.scheme.config.service, found, error)

@@ -208,3 +208,14 @@ async def test_catalog_needs_the_catalog_scope(root: str, tmp_path: Path) -> Non
         r = await client.get("/v2/_catalog", headers=bearer(ca.leaf().token(PULL)))
     assert r.status_code == 401
     assert r.headers["www-authenticate"].endswith(',scope="registry:catalog:*",error="insufficient_scope"')
+
+
+async def test_bad_tokens_are_not_rate_limited(root: str, tmp_path: Path) -> None:
+    """Nobody guesses a signature, and clients do send tokens that just expired: no 429 for tokens."""
+    await seed(root)
+    ca = CA()
+    app = create_app(token_settings(root, str(tmp_path), ca, {"ratelimit": {"failures": 1, "window": 60}}))
+    async with client_for(app) as client:
+        for _ in range(3):
+            assert (await client.get("/v2/", headers=bearer("x.y.z"))).status_code == 401
+        assert (await client.get("/v2/", headers=bearer(ca.leaf().token(PULL)))).status_code == 200
