@@ -2,7 +2,7 @@
 
 registry:2 stats the file on every request and re-reads it when it changed; so does this. It pays
 bcrypt (~0.1 s of CPU at cost 10) on every request; this remembers a verified password for a short
-time instead, keyed by an HMAC under a per-process key, so no password is ever held in memory.
+time instead, keyed by a keyed BLAKE2b hash (per-process key), so no password is ever held in memory.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import base64
 import binascii
 import collections
 import hashlib
-import hmac
 import logging
 import os
 import time
@@ -110,7 +109,7 @@ class Htpasswd:
     def _cache_key(self, user: str, password: str) -> bytes:
         encoded = user.encode()
         message = len(encoded).to_bytes(4, "big") + encoded + password.encode()
-        return hmac.new(self._key, message, hashlib.sha256).digest()
+        return hashlib.blake2b(message, key=self._key, digest_size=32).digest()  # a keyed hash, one C call
 
     def cached(self, user: str, password: str) -> bool:
         """Whether this password was verified for this user within the cache's lifetime."""

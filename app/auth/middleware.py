@@ -7,6 +7,7 @@ request that authenticated but lacks the right gets 403 ``DENIED``; under tokens
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Callable
@@ -57,8 +58,10 @@ class Basic:
         self.header = challenge.basic(realm)
         self.users = users
         self.policies = policies
+        # Principals depend on the user and the (fixed) policies only: built once per user.
+        self.principal = functools.lru_cache(maxsize=1024)(self._principal)
 
-    def principal(self, user: str | None) -> Principal:
+    def _principal(self, user: str | None) -> Principal:
         return Principal(
             user,
             user is not None,
