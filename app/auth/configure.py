@@ -34,6 +34,8 @@ def middleware_options(settings: Settings, routes: Sequence[BaseRoute], registry
     limiter = FailureLimiter(kura.ratelimit.failures, kura.ratelimit.window)
     options: dict[str, Any] = {"routes": AccessMap(routes), "limiter": limiter, "registry": registry}
     if settings.auth.htpasswd is not None:
+        if kura.tokenserver.enabled:
+            raise ConfigError("kura.auth.tokenserver issues tokens: it needs auth.token, not auth.htpasswd")
         users = _users(settings.auth.htpasswd.path, kura.cachettl)
         options["scheme"] = Basic(settings.auth.htpasswd.realm, users, policies)
         return options
@@ -64,3 +66,11 @@ def middleware_options(settings: Settings, routes: Sequence[BaseRoute], registry
     options["scheme"] = Bearer(token, verifier, policies, accounts)
     options["token_endpoint"] = endpoint
     return options
+
+
+def check(settings: Settings) -> None:
+    """Load every file auth needs (and create the token key) once, before any worker starts, so a
+    mistake is one clear error instead of workers dying at boot."""
+    from app.routes import ROUTES
+
+    middleware_options(settings, ROUTES, Registry(settings.root))

@@ -175,3 +175,15 @@ async def test_unauthenticated_server_has_no_auth_layer(app: Starlette, client: 
     assert all(m.cls is not AuthMiddleware for m in app.user_middleware)  # type: ignore[comparison-overlap]
     r = await client.get("/v2/_catalog", headers=basic("anyone", "anything"))
     assert r.status_code == 200
+
+
+def test_serve_refuses_a_missing_htpasswd_file_clearly(
+    root: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """kura serve checks auth's files before it starts any worker: one message, exit status 2."""
+    from app.cli import main
+
+    config = tmp_path / "config.yml"
+    config.write_text(f"auth:\n  htpasswd:\n    realm: r\n    path: {tmp_path / 'missing'}\n")
+    assert main(["serve", "--config", str(config), "--root", root, "--workers", "2"]) == 2
+    assert "cannot read the htpasswd file" in capsys.readouterr().err

@@ -211,3 +211,16 @@ async def test_basic_credentials_straight_to_the_registry(root: str, tmp_path: P
         assert r.headers["www-authenticate"] == (
             f'Bearer realm="{REALM}",service="{SERVICE}",scope="repository:team/app:pull",error="invalid_token"'
         )
+
+
+def test_token_server_needs_token_auth(root: str, tmp_path: Path) -> None:
+    from app.config import ConfigError
+
+    accounts = htpasswd(str(tmp_path / "htpasswd"), PASSWORDS)
+    document = base_settings(
+        root,
+        auth={"htpasswd": {"realm": "r", "path": accounts}},
+        kura={"auth": {"tokenserver": {"enabled": True, "htpasswd": accounts}}},
+    )
+    with pytest.raises(ConfigError, match="needs auth.token"):
+        create_app(Settings.model_validate(document))
