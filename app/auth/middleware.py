@@ -76,6 +76,8 @@ class Basic:
         if authorization is None:
             return None
         credentials = parse_basic(authorization)
+        if credentials == ("", ""):
+            return None  # containers/image answers a Basic challenge with empty credentials when it has none
         if credentials is None or not await self.users.verify(*credentials):
             raise Rejected(guess=credentials is not None)
         return self.principal(credentials[0])

@@ -222,5 +222,5 @@ def test_token_server_needs_token_auth(root: str, tmp_path: Path) -> None:
         auth={"htpasswd": {"realm": "r", "path": accounts}},
         kura={"auth": {"tokenserver": {"enabled": True, "htpasswd": accounts}}},
     )
-    with pytest.raises(ConfigError, match="needs auth.token"):
+    with pytest.raises(ConfigError, match=r"needs auth\.token"):
         create_app(Settings.model_validate(document))

@@ -27,6 +27,7 @@ POLICIES: dict[str, Any] = {
     "repositories": {
         "e2e/**": {"policies": [{"users": ["alice"], "actions": ["pull", "push", "delete"]}]},
         "ro/**": {"policies": [{"users": ["alice"], "actions": ["pull"]}]},
+        "public/**": {"anonymous": ["pull"], "policies": [{"users": ["alice"], "actions": ["push"]}]},
     },
 }
 REALM = "Kura e2e"

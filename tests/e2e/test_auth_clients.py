@@ -297,3 +297,21 @@ def test_catalog_lists_only_what_the_user_may_pull(registry: Registry, seeded: t
     assert "e2e/seed" in repositories and all(r.startswith(("e2e/", "ro/")) for r in repositories)
     with client(registry.url, "mallory") as c:
         assert c.get("/v2/_catalog").json()["repositories"] == []
+
+
+def test_anonymous_pull_where_a_policy_allows(
+    ctr_sock: str, registry: Registry, seeded: tuple[str, bytes], skopeo: Skopeo, tmp_path: Path
+) -> None:
+    """public/** may be pulled without credentials (with the token server: an anonymous token)."""
+    host = registry.host
+    skopeo.copy(
+        f"docker://{host}/e2e/seed:v1", f"docker://{host}/public/app:v1", "--src-creds", ALICE, "--dest-creds", ALICE
+    )
+    skopeo.copy(f"docker://{host}/public/app:v1", f"oci:{tmp_path / 'anonymous'}:v1")
+    ctr = ["ctr", "-a", ctr_sock, "--namespace", f"anonymous-{registry.mode}"]
+    run(*ctr, "images", "pull", "--plain-http", f"{host}/public/app:v1")
+    assert refused(fails(*ctr, "images", "pull", "--plain-http", f"{host}/e2e/seed:v1"))
+    run(*ctr, "images", "tag", f"{host}/public/app:v1", f"{host}/public/app:v2")
+    fails(*ctr, "images", "push", "--plain-http", f"{host}/public/app:v2")  # a new tag: a write
+    with client(registry.url, "admin") as c:
+        assert c.get("/v2/public/app/manifests/v2").status_code == 404
