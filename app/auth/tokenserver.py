@@ -148,8 +148,7 @@ class TokenEndpoint:
                 return refused
         elif grant_type == "refresh_token":
             found = self._refreshed_user(fields.get("refresh_token", ""))
-            if found is None:
-                self.limiter.failed(self._client(request))
+            if found is None:  # not counted as a guess: nobody forges our signature
                 return _oauth_error(401, "invalid_grant", "the refresh token is not valid")
             user = found
         else:
