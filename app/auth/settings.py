@@ -62,18 +62,18 @@ class Auth(_Strict):
         return self.htpasswd is not None or self.token is not None
 
 
+class Grant(_Strict):
+    users: list[str] = []
+    groups: list[str] = []
+    actions: list[Action]
+
+
 class Rule(_Strict):
     """Who may do what on the repositories a glob matches (zot's ``accessControl`` model)."""
 
     policies: list[Grant] = []
     default: list[Action] = []  # any authenticated user
     anonymous: list[Action] = []  # requests without credentials
-
-
-class Grant(_Strict):
-    users: list[str] = []
-    groups: list[str] = []
-    actions: list[Action]
 
 
 class TokenServer(_Strict):
@@ -112,6 +112,3 @@ class KuraAuth(_Strict):
 class Kura(BaseModel):
     model_config = ConfigDict(extra="allow")
     auth: KuraAuth = KuraAuth()
-
-
-Rule.model_rebuild()

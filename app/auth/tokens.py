@@ -24,7 +24,7 @@ import jwt
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
-from app.auth.keys import PublicKey, libtrust_key_id, thumbprints
+from app.auth.keys import SIGNING_KEYS, PublicKey, libtrust_key_id, thumbprints
 
 LEEWAY = 60  # seconds, registry:2's Leeway on exp and nbf
 CACHE_SIZE = 4096
@@ -107,8 +107,9 @@ class TokenVerifier:
         self._trusted: dict[str, Any] = {}
         for root in self.roots:
             key = root.public_key()
-            for kid in {libtrust_key_id(key), *thumbprints(key)}:  # type: ignore[arg-type]
-                self._trusted[kid] = key
+            if isinstance(key, SIGNING_KEYS):  # a DSA or X448 root can sign no token registry:2 knows
+                for kid in {libtrust_key_id(key), *thumbprints(key)}:
+                    self._trusted[kid] = key
         for jwk in jwks:
             if jwk.key_id:
                 self._trusted[jwk.key_id] = jwk.key
@@ -182,4 +183,6 @@ class TokenVerifier:
         if not anchored:
             raise InvalidToken("the x5c chain does not lead to a trusted root")
         key = chain[0].public_key()
-        return key  # type: ignore[return-value]
+        if not isinstance(key, SIGNING_KEYS):
+            raise InvalidToken("the x5c leaf holds a key no JWT algorithm uses")
+        return key
