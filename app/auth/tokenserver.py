@@ -121,8 +121,8 @@ class TokenEndpoint:
             return refused
         user: str | None = None
         header = request.headers.get("authorization")
-        if header:
-            credentials = parse_basic(header)
+        credentials = parse_basic(header) if header else None
+        if header and credentials != ("", ""):  # empty credentials: containers/image without any
             if credentials is None:
                 return challenge.unauthorized(challenge.basic(self.token.realm or self.path), [])
             user, password = credentials

@@ -122,6 +122,8 @@ async def test_anonymous_and_bad_credentials(root: str, tmp_path: Path) -> None:
         assert c["sub"] == "" and c["access"] == [{"type": "repository", "name": "public/x", "actions": ["pull"]}]
         r = await get_token(client, "repository:team/app:pull", offline_token="true")
         assert "refresh_token" not in r.json()  # nobody to refresh for
+        r = await client.get("/auth/token", params={"scope": "repository:public/x:pull"}, headers=basic("", ""))
+        assert r.status_code == 200 and claims(r.json()["token"])["sub"] == ""
         r = await client.get("/auth/token", params={"service": SERVICE}, headers=basic("alice", "wrong"))
         assert r.status_code == 401 and r.headers["www-authenticate"] == f'Basic realm="{REALM}"'
         r = await client.get("/auth/token", params={"service": "elsewhere"})
