@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from starlette.routing import Route
 
 from app.auth.access import KINDS, AccessMap, Kind
 from app.main import create_app
@@ -63,6 +65,16 @@ def test_the_cases_cover_every_route() -> None:
                 covered.add(route.endpoint)
                 break
     assert covered == set(KINDS) == {route.endpoint for route in ROUTES}
+
+
+def test_a_route_without_an_access_rule_stops_the_server() -> None:
+    """Fail closed: a route added later (a UI, an API) must be classified before Kura starts."""
+
+    async def page(request: Any) -> None:
+        pass
+
+    with pytest.raises(RuntimeError, match="no access rule"):
+        AccessMap([*ROUTES, Route("/ui/", page)])
 
 
 async def send(client: httpx.AsyncClient, case: Case, world: World, headers: dict[str, str]) -> httpx.Response:

@@ -21,11 +21,16 @@ import yaml
 from tests.authkit import ISSUER, SERVICE, Signer, htpasswd
 from tests.e2e.servers import kura_argv, running
 
-PASSWORDS = {"alice": "alice-e2e-pw", "admin": "admin-e2e-pw", "mallory": "mallory-e2e-pw"}
+PASSWORDS = {"alice": "alice-e2e-pw", "admin": "admin-e2e-pw", "mallory": "mallory-e2e-pw", "ci": "ci-e2e-pw"}
 POLICIES: dict[str, Any] = {
     "admins": ["admin"],
     "repositories": {
-        "e2e/**": {"policies": [{"users": ["alice"], "actions": ["pull", "push", "delete"]}]},
+        "e2e/**": {
+            "policies": [
+                {"users": ["alice"], "actions": ["pull", "push", "delete"]},
+                {"users": ["ci"], "actions": ["pull", "create"]},  # publishes tags, never moves one
+            ]
+        },
         "ro/**": {"policies": [{"users": ["alice"], "actions": ["pull"]}]},
         "public/**": {"anonymous": ["pull"], "policies": [{"users": ["alice"], "actions": ["push"]}]},
     },

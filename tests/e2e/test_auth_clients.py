@@ -315,3 +315,24 @@ def test_anonymous_pull_where_a_policy_allows(
     fails(*ctr, "images", "push", "--plain-http", f"{host}/public/app:v2")  # a new tag: a write
     with client(registry.url, "admin") as c:
         assert c.get("/v2/public/app/manifests/v2").status_code == 404
+
+
+def test_tags_are_immutable_for_create_only_users(
+    registry: Registry, seeded: tuple[str, bytes], skopeo: Skopeo, tmp_path: Path
+) -> None:
+    """ci may publish e2e/release:1.0 and push it again unchanged, but not move it to another image."""
+    host = registry.host
+    ci = f"ci:{PASSWORDS['ci']}"
+    skopeo.copy(
+        f"docker://{host}/e2e/seed:v1", f"docker://{host}/e2e/release:1.0", "--src-creds", ci, "--dest-creds", ci
+    )
+    skopeo.copy(
+        f"docker://{host}/e2e/seed:v1", f"docker://{host}/e2e/release:1.0", "--src-creds", ci, "--dest-creds", ci
+    )
+    other = random_image(layers=1, size=3000, seed=62)
+    write_oci_layout(str(tmp_path / "other"), other, "v1")
+    argv = [skopeo.binary, "--policy", skopeo.policy, "copy", "--dest-tls-verify=false", "--dest-creds", ci]
+    assert refused(fails(*argv, f"oci:{tmp_path / 'other'}:v1", f"docker://{host}/e2e/release:1.0"))
+    skopeo.copy(f"oci:{tmp_path / 'other'}:v1", f"docker://{host}/e2e/release:1.1", "--dest-creds", ci)
+    assert stored(registry, "e2e/release", "1.0").content == seeded[1]
+    assert stored(registry, "e2e/release", "1.1").content == other.manifest
