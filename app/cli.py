@@ -80,6 +80,10 @@ def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
 def serve(args: argparse.Namespace) -> int:
     settings = resolve(args)
     os.makedirs(os.path.join(settings.root, "docker", "registry", "v2"), exist_ok=True)
+    if settings.auth.enabled:
+        from app.auth.configure import check
+
+        check(settings)
     host, port = settings.listen()
     in_memory = settings.storage.driver() == "inmemory"
     workers = args.workers or (1 if in_memory else default_workers())

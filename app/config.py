@@ -3,8 +3,9 @@
 Load order (distribution's ``configuration/parser.go`` semantics): defaults, then the YAML file, then
 ``REGISTRY_<SECTION>_<KEY>=value`` environment overrides applied to the parsed dict (values are YAML,
 so ``true``/``1000`` get their types), then validation. Command-line flags are applied last by the CLI.
-Sections Kura does not implement are refused when they would change security or behaviour (``auth``,
-``proxy``, other storage drivers) and otherwise accepted and ignored, so existing files keep working.
+Sections Kura does not implement are refused when they would change security or behaviour (``proxy``,
+other storage drivers, auth kinds other than htpasswd and token) and otherwise accepted and ignored, so
+existing files keep working.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.auth.settings import Auth, Kura
+
 ENV_PREFIX = "REGISTRY_"
 CONFIG_PATH_ENV = "REGISTRY_CONFIGURATION_PATH"
 DEFAULT_ROOT = "/var/lib/registry"
 SETTINGS_ENV = "KURA_SETTINGS_JSON"  # hands the resolved settings to worker processes
-REFUSED = ("auth", "proxy", "redis", "notifications")
+REFUSED = ("proxy", "redis", "notifications")
+AUTH_KINDS = ("htpasswd", "token")
 DRIVERS = ("filesystem", "inmemory")
 STORAGE_OPTIONS = ("delete", "maintenance", "cache", "redirect", "tag")
 
@@ -85,6 +89,8 @@ class Settings(_Section):
     storage: Storage = Storage()
     http: HTTP = HTTP()
     catalog: Catalog = Catalog()
+    auth: Auth = Auth()
+    kura: Kura = Kura()  # Kura's own keys; registry:2 ignores the section
 
     @property
     def root(self) -> str:
@@ -144,6 +150,17 @@ def _refuse_unsupported(document: dict[str, Any]) -> None:
     for section in REFUSED:
         if document.get(section):
             raise ConfigError(f"configuration section {section!r} is not supported by Kura yet; refusing to start")
+    if "auth" in document and not document["auth"]:
+        del document["auth"]  # "auth:" with nothing under it, as registry:2 reads it: no auth
+    auth = document.get("auth") or {}
+    if not isinstance(auth, dict):
+        raise ConfigError("auth must be a mapping")
+    for kind in auth:
+        if kind not in AUTH_KINDS:
+            raise ConfigError(
+                f"auth.{kind} is not supported by Kura (only htpasswd and token); refusing to start"
+                + (": silly is registry:2's test-only scheme" if kind == "silly" else "")
+            )
     storage = document.get("storage") or {}
     if not isinstance(storage, dict):
         raise ConfigError("storage must be a mapping")

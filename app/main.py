@@ -59,9 +59,16 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             await app.state.registry.close()
+            del app.state.registry
 
     app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
     app.state.settings = settings
+    if settings.auth.enabled:
+        # Inside CommonHeaders, so challenges carry the API version header docker looks for.
+        from app.auth.configure import middleware_options
+        from app.auth.middleware import AuthMiddleware
+
+        app.add_middleware(AuthMiddleware, **middleware_options(settings, ROUTES))
     app.add_middleware(CatchAll)  # inside CommonHeaders: a 500 gets the common headers too
     app.add_middleware(CommonHeaders)
     return app

@@ -10,10 +10,12 @@ import ctypes
 import os
 import signal
 import socket
+import ssl
 import sys
+import tempfile
 from typing import Any
 
-from app.config import SETTINGS_ENV, Settings
+from app.config import SETTINGS_ENV, ConfigError, Settings
 
 _PR_SET_PDEATHSIG = 1
 
@@ -31,7 +33,32 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     tls = settings.http.model_extra.get("tls") if settings.http.model_extra else None
     if isinstance(tls, dict) and tls.get("certificate"):
         options |= {"ssl_certfile": tls["certificate"], "ssl_keyfile": tls.get("key")}
+        if tls.get("clientcas"):
+            # registry:2's mutual TLS: a client certificate signed by one of these CAs is required.
+            options |= {"ssl_ca_certs": client_cas(settings.root, tls["clientcas"]), "ssl_cert_reqs": ssl.CERT_REQUIRED}
     return options
+
+
+def client_cas(root: str, paths: list[str] | str) -> str:
+    """One CA file for uvicorn: the file itself, or the files of the list joined under ``<root>/kura/tls``."""
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    if len(paths) == 1:
+        return paths[0]
+    bundle = b""
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                bundle += f.read().rstrip(b"\n") + b"\n"
+        except OSError as exc:
+            raise ConfigError(f"http.tls.clientcas: cannot read {path}: {exc.strerror}") from None
+    directory = os.path.join(root, "kura", "tls")
+    os.makedirs(directory, exist_ok=True)
+    target = os.path.join(directory, "clientcas.pem")
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".clientcas-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(bundle)
+    os.replace(temporary, target)  # workers write the same bytes; each sees a whole file
+    return target
 
 
 def die_with(parent: int) -> None:

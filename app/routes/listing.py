@@ -5,6 +5,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from app.auth.catalog import visible_page
+from app.auth.principal import PRINCIPAL
 from app.http import next_link, page_size, registry
 
 
@@ -21,7 +23,11 @@ async def catalog(request: Request) -> Response:
     n = page_size(request, default=settings.catalog.maxentries, maximum=settings.catalog.maxentries)
     assert n is not None
     last = request.query_params.get("last") or None
-    repositories, more = await registry(request).list_repositories(n, last)
+    principal = request.scope.get(PRINCIPAL)
+    if principal is not None and principal.sees is not None:
+        repositories, more = await visible_page(registry(request), principal.sees, n, last)
+    else:
+        repositories, more = await registry(request).list_repositories(n, last)
     headers = {}
     if more and repositories:
         headers["Link"] = next_link("/v2/_catalog", n, repositories[-1])

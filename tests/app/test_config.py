@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import ConfigError, load
+from app.config import ConfigError, Settings, load
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,7 +55,15 @@ def test_configuration_path_from_env(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("auth:\n  htpasswd:\n    realm: x\n    path: /p\n", "auth"),
+        ("auth:\n  silly:\n    realm: x\n    service: y\n", "auth.silly .*test-only"),
+        ("auth:\n  ldap:\n    url: x\n", "auth.ldap is not supported"),
+        (
+            "auth:\n  htpasswd:\n    realm: x\n    path: /p\n  token:\n    realm: r\n    service: s\n    issuer: i\n",
+            "not both",
+        ),
+        ("auth:\n  htpasswd:\n    realm: x\n    pathh: /p\n", "invalid"),
+        ("auth:\n  token:\n    realm: r\n    service: s\n    issuer: i\n    signingalgorithms: [none]\n", "none"),
+        ("kura:\n  auth:\n    repositories:\n      a: {policies: [{users: [x], actions: [fly]}]}\n", "invalid"),
         ("proxy:\n  remoteurl: https://x\n", "proxy"),
         ("storage:\n  s3:\n    bucket: b\n", "s3"),
         ("- a list\n", "mapping"),
@@ -91,3 +99,26 @@ def test_inmemory_driver_is_chosen_and_needs_one_worker(tmp_path: Path, capsys: 
 
     assert main(["serve", "--config", str(config), "--root", str(tmp_path), "--workers", "2", "--port", "1"]) == 2
     assert "--workers 1" in capsys.readouterr().err
+
+
+def test_registry2_auth_sections_load(tmp_path: Path) -> None:
+    """registry:2's htpasswd and token sections, unchanged, plus Kura's own policies beside them."""
+    config = tmp_path / "c.yml"
+    config.write_text(
+        "version: 0.1\nauth:\n  htpasswd:\n    realm: Registry Realm\n    path: /auth/htpasswd\n"
+        "kura:\n  auth:\n    admins: [root]\n    repositories:\n      'team/**':\n"
+        "        policies: [{users: [alice], actions: [pull, create]}]\n        anonymous: [pull]\n"
+    )
+    s = load(str(config), environ={})
+    assert s.auth.htpasswd is not None and s.auth.htpasswd.realm == "Registry Realm"
+    assert s.kura.auth.repositories["team/**"].anonymous == ["pull"]
+    config.write_text(
+        "auth:\n  token:\n    realm: https://auth.example/token\n    service: registry\n    issuer: acme\n"
+        "    rootcertbundle: /certs/bundle.pem\n    autoredirect: false\n    signingalgorithms: [ES256, RS256]\n"
+        "    jwks: /certs/jwks.json\n"
+    )
+    s = load(str(config), environ={"REGISTRY_AUTH_TOKEN_SERVICE": "other"})
+    assert s.auth.token is not None and s.auth.token.service == "other"
+    assert s.auth.token.signingalgorithms == ["ES256", "RS256"]
+    assert Settings.model_validate_json(s.model_dump_json()) == s  # what workers receive
+    assert not load(None, environ={"REGISTRY_AUTH": ""}).auth.enabled

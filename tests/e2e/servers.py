@@ -54,7 +54,8 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: str) -> None:
             with open(log) as f:
                 raise RuntimeError(f"server exited with {process.returncode}:\n{f.read()}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/v2/", timeout=1, verify=False).status_code == 200:
+            # 401: up, with auth configured
+            if httpx.get(f"{url}/v2/", timeout=1, verify=False).status_code in (200, 401):
                 return
         time.sleep(0.05)
     process.kill()

@@ -1,0 +1,1 @@
+"""Authentication and per-repository access: htpasswd, bearer tokens, policies, the token server."""

@@ -1,0 +1,26 @@
+"""The catalog a user sees: only the repositories they may pull, still paginated with ``n``/``last``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from storage import Registry
+
+_BATCH = 1000
+
+
+async def visible_page(
+    registry: Registry, sees: Callable[[str], bool], limit: int, after: str | None
+) -> tuple[list[str], bool]:
+    """Up to ``limit`` visible repositories after ``after``, and whether more visible ones follow."""
+    found: list[str] = []
+    while True:
+        page, more = await registry.list_repositories(_BATCH, after)
+        for repository in page:
+            if sees(repository):
+                if len(found) == limit:
+                    return found, True
+                found.append(repository)
+        if not more or not page:
+            return found, False
+        after = page[-1]
