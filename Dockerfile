@@ -33,11 +33,13 @@ RUN --mount=type=secret,id=ca \
     python3 -m venv /opt/kura/venv; \
     /opt/kura/venv/bin/pip install --no-cache-dir --disable-pip-version-check -q --require-hashes -r requirements.lock
 # Kura itself, from a bind mount of the context: the image keeps only the installed package, not the source tree.
-# Its build backend (setuptools) came from the lock above, hence no build isolation and no download. The installers
-# (pip, setuptools: 23 MB) then leave: nothing runs them in the container.
+# Its build backend (setuptools) came from the lock above, hence no build isolation and no download; `pip check`
+# fails the build if pyproject.toml names a dependency the lock lacks (run scripts/lock). The installers (pip,
+# setuptools: 23 MB) then leave: nothing runs them in the container.
 RUN --mount=type=bind,target=/tmp/src,rw \
     set -eu; \
     /opt/kura/venv/bin/pip install --no-cache-dir --disable-pip-version-check -q --no-deps --no-build-isolation /tmp/src; \
+    /opt/kura/venv/bin/pip check --disable-pip-version-check; \
     /opt/kura/venv/bin/python -m pip uninstall -y -q setuptools pip
 
 RUN set -eu; \
