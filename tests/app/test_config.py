@@ -21,7 +21,7 @@ def test_defaults_without_a_file() -> None:
 def test_registry2_image_config_loads() -> None:
     s = load(str(REPO / "deploy" / "config.yml"), environ={})
     assert s.root == "/var/lib/registry"
-    assert s.storage.delete.enabled is True
+    assert s.storage.delete.enabled is False  # registry:2's image leaves deletes off too
     assert s.listen() == ("0.0.0.0", 5000)
 
 
