@@ -10,21 +10,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
 from app.errors import HANDLERS
+from app.health import Health, HealthGate
+from app.observe import Observe
 from app.routes import ROUTES
 from app.zerocopy import ZeroCopySend
 from storage import Options, Registry
 
-_COMMON_HEADERS = [
-    (b"docker-distribution-api-version", b"registry/2.0"),
-    (b"x-content-type-options", b"nosniff"),
-]
+_API_VERSION = (b"docker-distribution-api-version", b"registry/2.0")
 
 
 class CommonHeaders:
-    """Adds the headers registry:2 puts on every response (docker checks the API version one)."""
+    """Adds the headers registry:2 puts on every response: the API version (docker checks it), then
+    ``http.headers`` from the config (registry:2's image sets X-Content-Type-Options: nosniff there)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, headers: dict[str, list[str]]) -> None:
         self.app = app
+        extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, vs in headers.items() for v in vs]
+        self.headers = [_API_VERSION, *extra]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,7 +35,7 @@ class CommonHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *_COMMON_HEADERS]
+                message["headers"] = [*message.get("headers", []), *self.headers]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -48,14 +50,22 @@ def create_app(settings: Settings) -> Starlette:
         ),
     )
 
+    health = Health(settings.root, settings.health.storagedriver)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
+        async with health.polling():
+            yield
 
     app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
     app.state.registry = registry
     app.state.settings = settings
-    app.add_middleware(CommonHeaders)
+    app.state.health = health
+    if health.checks:
+        app.add_middleware(HealthGate, health=health)
+    app.add_middleware(CommonHeaders, headers=settings.http.headers)
+    metrics = bool(settings.http.debug.addr) and settings.http.debug.prometheus.enabled
+    app.add_middleware(Observe, metrics=metrics, access_log=not settings.log.accesslog.disabled)
     return app
 
 
