@@ -37,10 +37,13 @@ _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m
 
 
 def _seconds(value: object) -> object:
-    """A Go duration as registry:2 reads one (``10s``, ``1m30s``, or bare nanoseconds) -> seconds."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
+    """A Go duration as registry:2 reads one (``10s``, ``1m30s``, or bare integer nanoseconds) -> seconds.
+
+    A float is already seconds: the settings handed to workers as JSON come back that way.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | str):
         return value
-    if not isinstance(value, str):
+    if isinstance(value, int):
         return value / 1e9
     parts = _DURATION_PART.findall(value)
     if not parts or "".join(n + u for n, u in parts) != value:

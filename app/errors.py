@@ -104,6 +104,13 @@ def log_rejection(request: Request, code: Code, message: str, detail: object) ->
     )
 
 
+# Refusals that come from the configuration say which key changes them
+CONFIG_HINTS: Final[Mapping[type[se.StorageError], str]] = {
+    se.DeleteDisabled: "set storage.delete.enabled: true (or REGISTRY_STORAGE_DELETE_ENABLED=true) to allow them",
+    se.ReadOnly: "storage.maintenance.readonly.enabled is true",
+}
+
+
 def error_response(
     code: Code, message: str, detail: object, status: int, headers: Mapping[str, str] | None = None
 ) -> Response:
@@ -119,8 +126,12 @@ def storage_error(request: Request, exc: Exception) -> Response:
         # Tell the client where the upload really ends so it can resume from there.
         headers["Range"] = f"0-{max(exc.size - 1, 0)}"
         headers["Content-Range"] = f"bytes */{exc.size}"
-    log_rejection(request, code, exc.message or code.message, exc.detail)
-    return error_response(code, exc.message or code.message, exc.detail, status or code.status, headers)
+    message = exc.message or code.message
+    hint = next((CONFIG_HINTS[c] for c in type(exc).__mro__ if c in CONFIG_HINTS), None)
+    if hint is not None:
+        message = f"{message}: {hint}"
+    log_rejection(request, code, message, exc.detail)
+    return error_response(code, message, exc.detail, status or code.status, headers)
 
 
 def oci_error(request: Request, exc: Exception) -> Response:

@@ -85,4 +85,7 @@ def configure(log: Log) -> None:
     access = logging.getLogger("uvicorn.access")
     access.handlers = []
     access.propagate = False
-    logging.getLogger("kura.access").disabled = log.accesslog.disabled
+    # As registry:2's access log, governed by log.accesslog.disabled alone, not by log.level
+    access_log = logging.getLogger("kura.access")
+    access_log.setLevel(logging.INFO)
+    access_log.disabled = log.accesslog.disabled
