@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
 from app import metrics

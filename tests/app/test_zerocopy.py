@@ -18,6 +18,8 @@ from app.main import served_app
 from tests.e2e.servers import eventually, free_port
 from tests.oci import sha256
 
+pytestmark = pytest.mark.e2e  # starts a real uvicorn on 127.0.0.1
+
 BLOB = os.urandom((8 << 20) + 12345)
 
 
