@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -59,12 +60,15 @@ class Formatter(logging.Formatter):
         return " ".join(pairs)
 
 
+_BARE = re.compile(r"[A-Za-z0-9\-._/@^+:]+")
+
+
 def _text(value: object) -> str:
     """logrus's text quoting: bare when the value is plain, else a quoted string."""
+    if isinstance(value, int):
+        return str(value)
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    if text and all(c.isalnum() or c in "-._/@^+:" for c in text):
-        return text
-    return json.dumps(text, ensure_ascii=False)
+    return text if _BARE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
 
 
 def configure(log: Log) -> None:
