@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 from app.config import SETTINGS_ENV, Settings
@@ -49,6 +50,10 @@ def serve(settings: Settings, sock: socket.socket, debug: socket.socket | None) 
     from app.zerocopy import ZeroCopySend
 
     logs.configure(settings.log)
+    # uvicorn re-raises the signal that stopped it once it has put back the handlers it found: let
+    # that be a clean exit (no KeyboardInterrupt traceback, and the caller's cleanup runs)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stopped)
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(ZeroCopySend(app), **uvicorn_options(settings)))
     if debug is None:
@@ -75,6 +80,10 @@ def serve(settings: Settings, sock: socket.socket, debug: socket.socket | None) 
 
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
         runner.run(both())
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def main(argv: list[str]) -> int:

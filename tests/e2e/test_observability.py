@@ -136,3 +136,21 @@ def test_prometheus_sees_the_push_through_any_worker(tmp_path: Path, root: str) 
     put = next(a for a in access if a["http.request.method"] == "PUT")
     assert put["vars.name"] == "obs/app" and put["http.response.status"] == 201 and put["service"] == "kura-e2e"
     assert put["http.request.read"] == len(image.manifest)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_one_worker_serves_both_ports_and_cleans_up(tmp_path: Path, root: str, stop_signal: int) -> None:
+    """Without a supervisor the worker itself removes the metrics directory, and a signal is a clean exit."""
+    port, debug_port = free_port(), free_port()
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp), REGISTRY_HTTP_DEBUG_ADDR=f"127.0.0.1:{debug_port}")
+    env["REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED"] = "true"
+    url, log = f"http://127.0.0.1:{port}", str(tmp_path / "kura.log")
+    with started(kura_argv(root, port, "--workers", "1"), url, log, env) as server:
+        assert glob.glob(str(tmp / "kura-metrics-*"))
+        assert "registry_http_requests_total" in httpx.get(f"http://127.0.0.1:{debug_port}/metrics").text
+        server.send_signal(stop_signal)
+        assert server.wait(20) == 0
+    assert glob.glob(str(tmp / "kura-metrics-*")) == []
+    assert "Traceback" not in Path(log).read_text()
