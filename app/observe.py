@@ -145,7 +145,7 @@ class Observe:
 
 def _request_size(scope: Scope, body: int) -> int:
     """promhttp's approximate request size: request line, headers, and the body (as received here)."""
-    size = len(scope["method"]) + len(scope["raw_path"] or b"") + len(scope["query_string"]) + 8
+    size = len(scope["method"]) + len(scope.get("raw_path") or scope["path"]) + len(scope["query_string"]) + 8
     for name, value in scope["headers"]:
         size += len(name) + len(value)
     return size + body
