@@ -91,7 +91,10 @@ auth_failures = Counter(
 )
 gc_runs = Counter("kura_gc_runs_total", "Garbage collection runs.", ["result"], registry=REGISTRY)
 gc_duration = Histogram(
-    "kura_gc_duration_seconds", "Garbage collection run time.", buckets=DURATION_BUCKETS, registry=REGISTRY
+    "kura_gc_duration_seconds",
+    "Garbage collection run time.",
+    buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600),  # a mark phase walks the whole store
+    registry=REGISTRY,
 )
 gc_deleted_blobs = Counter("kura_gc_deleted_blobs_total", "Blobs removed by garbage collection.", registry=REGISTRY)
 gc_freed_bytes = Counter("kura_gc_freed_bytes_total", "Bytes freed by garbage collection.", registry=REGISTRY)
