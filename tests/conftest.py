@@ -10,6 +10,12 @@ from starlette.applications import Starlette
 from app.config import Settings
 from app.main import create_app
 from storage import Options, Registry
+from tests.e2e import servers
+
+
+@pytest.fixture(autouse=True)
+def e2e_mark(request: pytest.FixtureRequest) -> None:
+    servers.marked_e2e = request.node.get_closest_marker("e2e") is not None
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import uvicorn
 import app.zerocopy
 from app.config import Settings
 from app.main import served_app
-from tests.e2e.servers import eventually, free_port
+from tests.e2e.servers import eventually, free_port, require_e2e_mark
 from tests.oci import sha256
 
 pytestmark = pytest.mark.e2e  # starts a real uvicorn on 127.0.0.1
@@ -39,6 +39,7 @@ def sendfiles(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 @pytest.fixture
 def url(settings: Settings) -> Iterator[str]:
+    require_e2e_mark()
     port = free_port()
     config = uvicorn.Config(
         served_app(settings), host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning"

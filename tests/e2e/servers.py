@@ -16,6 +16,13 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REGISTRY2 = "/usr/bin/docker-registry"
+marked_e2e = False  # whether the running test carries the e2e mark (set by an autouse fixture in tests/conftest.py)
+
+
+def require_e2e_mark() -> None:
+    """A test that starts a server must be marked e2e, so that ``-m e2e`` and ``-m "not e2e"`` split right."""
+    if not marked_e2e:
+        pytest.fail("this test starts a server: mark it e2e (pytestmark = pytest.mark.e2e)")
 
 
 def require(binary: str) -> str:
@@ -71,6 +78,7 @@ def running(argv: list[str], url: str, log: str, env: dict[str, str] | None = No
 def started(
     argv: list[str], url: str, log: str, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
+    require_e2e_mark()
     with open(log, "ab") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     try:
