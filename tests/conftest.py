@@ -13,9 +13,10 @@ from storage import Options, Registry
 from tests.e2e import servers
 
 
-@pytest.fixture(autouse=True)
-def e2e_mark(request: pytest.FixtureRequest) -> None:
-    servers.marked_e2e = request.node.get_closest_marker("e2e") is not None
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Before any fixture, module-scoped servers included
+    servers.marked_e2e = item.get_closest_marker("e2e") is not None
 
 
 @pytest.fixture

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -16,7 +18,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REGISTRY2 = "/usr/bin/docker-registry"
-marked_e2e = False  # whether the running test carries the e2e mark (set by an autouse fixture in tests/conftest.py)
+marked_e2e = False  # whether the running test carries the e2e mark (set by a hook in tests/conftest.py)
 
 
 def require_e2e_mark() -> None:
@@ -35,6 +37,20 @@ def require(binary: str) -> str:
     if path is None:
         pytest.fail(f"{binary} is not installed: run scripts/test (it installs every client the suite drives)")
     return path
+
+
+_LOGFMT = re.compile(r'([^\s=]+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def access_log(path: str) -> list[dict[str, str]]:
+    """The access lines of a ``log.formatter: text`` log: ``msg="response completed"`` key=value fields."""
+    entries = []
+    with open(path) as f:
+        for line in f:
+            fields = {k: json.loads(v) if v.startswith('"') else v for k, v in _LOGFMT.findall(line)}
+            if fields.get("msg") == "response completed":
+                entries.append(fields)
+    return entries
 
 
 def free_port() -> int:
