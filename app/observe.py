@@ -34,8 +34,10 @@ def handler_of(path: str) -> str | None:
         return "base"
     if path == "/v2/_catalog":
         return "catalog"
-    if path.startswith("/_kura/v1/"):
-        return "kura_live" if path == "/_kura/v1/live" else "kura_inspect"
+    if path == "/_kura/v1/live":
+        return "kura_live"
+    if path.startswith("/_kura/v1/inspect/"):
+        return "kura_inspect"
     if not path.startswith("/v2/"):
         return None
     parts = path[4:].split("/")

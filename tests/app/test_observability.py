@@ -60,6 +60,9 @@ class TestHandlerLabels:
             ("/v2/a/referrers/sha256:00", "referrers"),
             ("/v2/a/blobs/uploads/x/manifests/latest", "manifest"),  # a repository named a/blobs/uploads/x
             ("/v2/a/manifests/b/blobs/sha256:00", "blob"),  # the manifest route's reference has no "/"
+            ("/_kura/v1/live", "kura_live"),
+            ("/_kura/v1/inspect/a/manifests/v1", "kura_inspect"),
+            ("/_kura/v1/other", None),
             ("/v2/nothing", None),
             ("/favicon.ico", None),
         ],
