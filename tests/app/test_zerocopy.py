@@ -55,6 +55,8 @@ def url(settings: Settings) -> Iterator[str]:
     with httpx.Client(base_url=base) as c:
         r = c.post("/v2/z/blobs/uploads/", params={"digest": sha256(BLOB)}, content=BLOB)
         assert r.status_code == 201, r.text
+    # the server closes its side of that connection in its own thread: let it, before tests count descriptors
+    assert eventually(lambda: not server.server_state.connections)
     yield base
     server.should_exit = True
     thread.join(10)
