@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import unexpected_error
@@ -44,9 +44,6 @@ class CatchAll:
 
         try:
             await self.app(scope, receive, send_closing)
-        except ClientDisconnect:
-            # Nobody is left to answer; what the request had written stays (an upload resumes from it).
-            log.info("client hung up during %s %s", scope["method"], scope["path"])
         except Exception as exc:
             if started:
                 raise  # too late to answer: the server logs it once and drops the connection

@@ -6,11 +6,18 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import socket
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
+from app import multiproc
 from app.config import DEFAULT_ROOT, SETTINGS_ENV, ConfigError, Settings, load
+
+if TYPE_CHECKING:
+    from app.images.explain import Report
 
 # Commands import what they use inside their own function: ``kura inspect`` need not load a server.
 
@@ -35,8 +42,23 @@ def default_root() -> str:
     return os.path.join(data_home, "kura")
 
 
+def workers_from(value: str, source: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{source} must be a whole number of worker processes (1 or more), got {value!r}")
+    return int(value)
+
+
+def _workers_argument(value: str) -> int:
+    try:
+        return workers_from(value, "--workers")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def resolve(args: argparse.Namespace) -> Settings:
-    settings = load(args.config)
+    if args.config and args.config_file and args.config != args.config_file:
+        raise ConfigError(f"two configuration files given: {args.config_file} and --config {args.config}")
+    settings = load(args.config or args.config_file)
     if args.root:
         settings.storage.filesystem.rootdirectory = args.root
     elif not settings.storage.filesystem.rootdirectory:
@@ -56,8 +78,11 @@ def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     connections, such as a CI job's or wrk's 8, often all landed on one worker and one core.
     """
     # SO_REUSEPORT would also let us join another server of this user on the port without a word:
-    # a plain bind first says whether the port is free.
-    _bind(host, port, reuse_port=False).close()
+    # a plain bind first says whether the port is free (and is the socket itself for one worker).
+    first = _bind(host, port, reuse_port=False)
+    if count == 1:
+        return [first]
+    first.close()
     return [_bind(host, port, reuse_port=True) for _ in range(count)]
 
 
@@ -77,36 +102,58 @@ def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     return sock
 
 
+def make_root(root: str) -> None:
+    try:
+        os.makedirs(os.path.join(root, "docker", "registry", "v2"), exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"storage root {root} is not a directory (or has a file where a directory goes)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot create the storage root {root}: {exc.strerror}") from None
+
+
 def serve(args: argparse.Namespace) -> int:
     settings = resolve(args)
-    os.makedirs(os.path.join(settings.root, "docker", "registry", "v2"), exist_ok=True)
+    make_root(settings.root)
     if settings.auth.enabled:
         from app.auth.configure import check
 
         check(settings)
     host, port = settings.listen()
+    debug = settings.http.debug_listen()
     in_memory = settings.storage.driver() == "inmemory"
-    workers = args.workers or (1 if in_memory else default_workers())
+    default = 1 if in_memory else default_workers()
+    workers = args.workers or workers_from(os.environ.get("KURA_WORKERS") or str(default), "KURA_WORKERS")
     if in_memory and workers > 1:
         raise ConfigError("storage.inmemory keeps the store inside one process: run it with --workers 1")
-    if workers > 1:
-        sockets = listening_sockets(host, port, workers)
+    sockets = listening_sockets(host, port, workers)
+    debug_sockets = listening_sockets(*debug, workers) if debug else []
+    tls = (settings.http.model_extra or {}).get("tls")
+    scheme = "https" if isinstance(tls, dict) and tls.get("certificate") else "http"
     print(
-        f"kura: serving http://{host}:{port}/v2/ with root {settings.root} ({workers} worker{'s' * (workers > 1)})",
+        f"kura: serving {scheme}://{host}:{port}/v2/ with root {settings.root} "
+        f"({workers} worker{'s' * (workers > 1)})"
+        + (f"; debug server on http://{debug[0]}:{debug[1]}/" if debug else ""),
         file=sys.stderr,
         flush=True,
     )
+    # Before anything imports prometheus-client, which picks its value class from the environment
+    if debug and settings.http.debug.prometheus.enabled:
+        multiproc.prepare_directory()
+    else:
+        multiproc.disable()
     if workers > 1:
         # Become the supervisor, a bare interpreter that keeps the workers running (app/supervisor.py).
         os.environ[SETTINGS_ENV] = settings.model_dump_json()
-        argv = [sys.executable, "-m", "app.supervisor", *(str(sock.fileno()) for sock in sockets)]
-        os.execv(sys.executable, argv)
-    import uvicorn
+        fds = [str(sock.fileno()) for sock in sockets]
+        if debug_sockets:
+            fds = [f"{fd},{sock.fileno()}" for fd, sock in zip(fds, debug_sockets, strict=True)]
+        os.execv(sys.executable, [sys.executable, "-m", "app.supervisor", *fds])
+    from app.worker import serve as serve_worker
 
-    from app.main import served_app
-    from app.worker import uvicorn_options
-
-    uvicorn.run(served_app(settings), host=host, port=port, **uvicorn_options(settings))
+    try:
+        serve_worker(settings, sockets[0], debug_sockets[0] if debug_sockets else None)
+    finally:
+        multiproc.remove_directory()
     return 0
 
 
@@ -123,16 +170,23 @@ def split_reference(text: str) -> tuple[str | None, str, str]:
     return host, repository, reference or "latest"
 
 
+PLATFORM = re.compile(r"[a-z0-9][a-z0-9._-]*/[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)?")
+DEFAULT_REGISTRY = "localhost:5000"
+
+
 def inspect(args: argparse.Namespace) -> int:
     import httpx
 
     from app.images import explain
-    from app.images.remote import RemoteSource
+    from app.images.remote import RemoteSource, describe
     from storage import Registry
     from storage.drivers import FilesystemDriver
     from storage.errors import StorageError
 
+    if args.platform is not None and not PLATFORM.fullmatch(args.platform):
+        raise ConfigError(f"--platform must be os/arch or os/arch/variant (e.g. linux/arm64), got {args.platform!r}")
     host, repository, reference = split_reference(args.reference)
+    base = f"{'https' if args.tls else 'http'}://{host or DEFAULT_REGISTRY}"
 
     async def run() -> tuple[explain.Report, str]:
         if args.root:
@@ -142,29 +196,46 @@ def inspect(args: argparse.Namespace) -> int:
                 return await explain.explain(source, repository, reference, args.platform), repository
             finally:
                 await registry.close()
-        base = f"{'https' if args.tls else 'http'}://{host or 'localhost:5000'}"
         async with httpx.AsyncClient(base_url=base, timeout=30) as client:
             report = await explain.explain(RemoteSource(client), repository, reference, args.platform)
-        return report, f"{host or 'localhost:5000'}/{repository}"
+        return report, f"{host or DEFAULT_REGISTRY}/{repository}"
 
     try:
         report, shown = asyncio.run(run())
-    except (StorageError, httpx.HTTPError) as exc:
-        print(f"kura inspect: {args.reference}: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
+    except StorageError as exc:
+        print(f"kura inspect: {args.reference}: {exc.message or exc}", file=sys.stderr)
+        return 1
+    except httpx.HTTPError as exc:
+        print(f"kura inspect: {args.reference}: {describe(exc, base, defaulted=host is None)}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
         print(explain.render(report, shown, reference), end="")
+    if args.platform is not None and not platform_found(report, args.platform):
+        print(f"kura inspect: {args.reference}: no entry for platform {args.platform}", file=sys.stderr)
+        return 1
     return 0
+
+
+def platform_found(report: Report, platform: str) -> bool:
+    """Whether a pull of ``platform`` would find an image: an index entry, or the lone image's own."""
+    return any(e.kind == "image" and e.platform == platform for e in report.entries)
+
+
+def registry_url(value: str) -> str:
+    """``host:port`` as ``kura inspect`` takes it, or a full URL."""
+    value = value.rstrip("/")
+    return value if "://" in value else f"http://{value}"
 
 
 def demo(args: argparse.Namespace) -> int:
     import httpx
 
     from app.images.demo import Demo, push_all
+    from app.images.remote import describe
 
-    base = args.registry.rstrip("/")
+    base = registry_url(args.registry)
     host = base.split("://", 1)[-1]
 
     async def run() -> list[tuple[Demo, str]]:
@@ -174,7 +245,7 @@ def demo(args: argparse.Namespace) -> int:
     try:
         pushed = asyncio.run(run())
     except httpx.HTTPError as exc:
-        print(f"kura demo: cannot push to {base}: {exc}", file=sys.stderr)
+        print(f"kura demo: cannot push to {base}: {describe(exc, base, defaulted=False)}", file=sys.stderr)
         return 1
     for item, digest in pushed:
         print(f"{host}/{item.repository}:{item.tag}  {digest}\n    {item.what}")
@@ -182,20 +253,28 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def kura_version() -> str:
+    try:
+        return version("kura")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="kura", description="Kura, a private container registry (registry:2 compatible)."
     )
+    top.add_argument("--version", action="version", version=f"kura {kura_version()}")
     commands = top.add_subparsers(dest="command", required=True)
     p = commands.add_parser("serve", help="run the registry")
+    p.add_argument("config_file", nargs="?", metavar="config.yml", help="as in `registry serve config.yml`")
     p.add_argument("--config", help="registry:2-style config.yml (default: $REGISTRY_CONFIGURATION_PATH, else none)")
     p.add_argument("--root", help="storage root (storage.filesystem.rootdirectory)")
     p.add_argument("--host", help="listen address (default from http.addr, else all interfaces)")
     p.add_argument("--port", type=int, help="listen port (default from http.addr, else 5000)")
     p.add_argument(
         "--workers",
-        type=int,
-        default=int(os.environ.get("KURA_WORKERS", "0")),
+        type=_workers_argument,
         help=f"worker processes (default: one per core, at most {MAX_DEFAULT_WORKERS}; env KURA_WORKERS); "
         "upload state is on disk, so any number works",
     )
@@ -210,7 +289,9 @@ def parser() -> argparse.ArgumentParser:
     i.set_defaults(func=inspect)
 
     d = commands.add_parser("demo", help="push BuildKit-realistic demo images (attestations, caches, artifacts)")
-    d.add_argument("--registry", default="http://localhost:5000", help="registry URL (default http://localhost:5000)")
+    d.add_argument(
+        "--registry", default=DEFAULT_REGISTRY, help=f"host:port or URL of the registry (default {DEFAULT_REGISTRY})"
+    )
     d.set_defaults(func=demo)
     return top
 

@@ -11,11 +11,12 @@ existing files keep working.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from app.auth.settings import Auth, Kura
 
@@ -37,12 +38,41 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _seconds(value: object) -> object:
+    """A Go duration as registry:2 reads one (``10s``, ``1m30s``, or bare integer nanoseconds) -> seconds.
+
+    A float is already seconds: the settings handed to workers as JSON come back that way.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return value
+    if isinstance(value, int):
+        return value / 1e9
+    parts = _DURATION_PART.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        raise ValueError(f"invalid duration {value!r} (examples: 10s, 500ms, 1m30s)")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+Duration = Annotated[float, BeforeValidator(_seconds), Field(ge=0)]
+
+
+def _level(value: object) -> object:
+    # registry:2 lower-cases the level and knows these four; logrus spells warning "warn"
+    return value.lower() if isinstance(value, str) else value
+
+
 class AccessLog(_Section):
     disabled: bool = False
 
 
 class Log(_Section):
-    level: str = "info"
+    level: Annotated[Literal["error", "warn", "info", "debug"], BeforeValidator(_level)] = "info"
+    formatter: Literal["text", "json", "logstash"] = "text"
+    fields: dict[str, Any] = {}
     accesslog: AccessLog = AccessLog()
 
 
@@ -73,10 +103,46 @@ class Storage(_Section):
         return named[0] if named else "filesystem"
 
 
+class Prometheus(_Section):
+    enabled: bool = False
+    path: str = "/metrics"
+
+
+class Debug(_Section):
+    addr: Address | None = None  # registry:2's debug server: /debug/health, and metrics when enabled
+    prometheus: Prometheus = Prometheus()
+
+
+def _headers(value: object) -> object:
+    """``http.headers`` is Go's http.Header: each name maps to a list of values (a lone string is one)."""
+    if not isinstance(value, dict):
+        return value
+    return {str(k): [str(v) for v in (vs if isinstance(vs, list) else [vs])] for k, vs in value.items()}
+
+
+Address = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int) else v)]  # YAML reads 5000 as a number
+
+
 class HTTP(_Section):
-    addr: str = ":5000"
+    addr: Address = ":5000"
     host: str | None = None
-    secret: str | None = None
+    secret: str | None = None  # accepted as registry:2 does; Kura signs nothing with it (upload state is on disk)
+    # registry:2's image ships this in its config.yml; a config that sets http.headers replaces it, as there
+    headers: Annotated[dict[str, list[str]], BeforeValidator(_headers)] = {"X-Content-Type-Options": ["nosniff"]}
+    debug: Debug = Debug()
+
+    def debug_listen(self) -> tuple[str, int] | None:
+        return None if not self.debug.addr else _host_port("http.debug.addr", self.debug.addr)
+
+
+class StorageDriverHealth(_Section):
+    enabled: bool = False
+    interval: Duration = 10.0  # registry:2's defaultCheckInterval
+    threshold: int = Field(0, ge=0)  # failures in a row before the check reports; 0 reports the first one
+
+
+class Health(_Section):
+    storagedriver: StorageDriverHealth = StorageDriverHealth()
 
 
 class Catalog(_Section):
@@ -91,16 +157,22 @@ class Settings(_Section):
     catalog: Catalog = Catalog()
     auth: Auth = Auth()
     kura: Kura = Kura()  # Kura's own keys; registry:2 ignores the section
+    health: Health = Health()
 
     @property
     def root(self) -> str:
         return self.storage.filesystem.rootdirectory or DEFAULT_ROOT
 
     def listen(self) -> tuple[str, int]:
-        host, _, port = self.http.addr.rpartition(":")
-        if not port.isdigit():
-            raise ConfigError(f"http.addr must be [host]:port, got {self.http.addr!r}")
-        return host.strip("[]") or "0.0.0.0", int(port)
+        return _host_port("http.addr", self.http.addr)
+
+
+def _host_port(key: str, addr: str) -> tuple[str, int]:
+    host, colon, port = addr.rpartition(":")
+    if not colon or not port.isdigit() or int(port) > 65535:
+        hint = f" (did you mean :{addr}?)" if addr.isdigit() else ""
+        raise ConfigError(f"{key} must be [host]:port, got {addr!r}{hint}")
+    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def apply_env(document: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
@@ -142,8 +214,10 @@ def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> S
     _refuse_unsupported(document)
     try:
         return Settings.model_validate(document)
-    except ValueError as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from None
+    except ValidationError as exc:
+        # One line per problem, named by its config key, without pydantic's links
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid configuration: {problems}") from None
 
 
 def _refuse_unsupported(document: dict[str, Any]) -> None:

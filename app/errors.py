@@ -14,12 +14,14 @@ from enum import Enum
 from typing import Final
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from app.logs import FIELDS
 from storage import errors as se
 
 log = logging.getLogger("kura")
+_READS = frozenset(("GET", "HEAD"))
 
 
 class Code(Enum):
@@ -38,6 +40,7 @@ class Code(Enum):
     DENIED = (403, "requested access to the resource is denied")
     UNSUPPORTED = (405, "the operation is unsupported")
     TOOMANYREQUESTS = (429, "too many requests")
+    UNAVAILABLE = (503, "service unavailable")
     RANGE_INVALID = (416, "invalid content range")
     PAGINATION_NUMBER_INVALID = (400, "invalid number of results requested")
     UNKNOWN = (500, "unknown error")
@@ -86,6 +89,28 @@ FROM_STORAGE: Final[Mapping[type[se.StorageError], tuple[Code, int | None]]] = {
 }
 
 
+def log_rejection(request: Request, code: Code, message: str, detail: object) -> None:
+    """One line with the reason for every refused write: containerd and BuildKit drop the error body,
+    so the log is where a user finds out why a push failed. Refused reads (a HEAD before each layer
+    push is a 404 by design) are only in the access log."""
+    if request.method in _READS:
+        return
+    name = request.path_params.get("name")
+    fields: dict[str, object] = {"err.code": code.name, "err.message": message, "vars.name": name}
+    if detail is not None:
+        fields["err.detail"] = detail
+    log.warning(
+        "%s %s rejected: %s: %s", request.method, request.url.path[:300], code.name, message, extra={FIELDS: fields}
+    )
+
+
+# Refusals that come from the configuration say which key changes them
+CONFIG_HINTS: Final[Mapping[type[se.StorageError], str]] = {
+    se.DeleteDisabled: "set storage.delete.enabled: true (or REGISTRY_STORAGE_DELETE_ENABLED=true) to allow them",
+    se.ReadOnly: "storage.maintenance.readonly.enabled is true",
+}
+
+
 def error_response(
     code: Code, message: str, detail: object, status: int, headers: Mapping[str, str] | None = None
 ) -> Response:
@@ -101,12 +126,25 @@ def storage_error(request: Request, exc: Exception) -> Response:
         # Tell the client where the upload really ends so it can resume from there.
         headers["Range"] = f"0-{max(exc.size - 1, 0)}"
         headers["Content-Range"] = f"bytes */{exc.size}"
-    return error_response(code, exc.message or code.message, exc.detail, status or code.status, headers)
+    message = exc.message or code.message
+    hint = next((CONFIG_HINTS[c] for c in type(exc).__mro__ if c in CONFIG_HINTS), None)
+    if hint is not None:
+        message = f"{message}: {hint}"
+    log_rejection(request, code, message, exc.detail)
+    return error_response(code, message, exc.detail, status or code.status, headers)
 
 
 def oci_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OCIError)
+    log_rejection(request, exc.code, exc.message, exc.detail)
     return error_response(exc.code, exc.message, exc.detail, exc.status, exc.headers)
+
+
+def client_disconnect(request: Request, exc: Exception) -> Response:
+    # The client went away mid-body: its doing, so no traceback; the reply is for nobody, and what
+    # the request had written stays (an upload resumes from it).
+    log.info("client hung up during %s %s", request.method, request.url.path[:300])
+    return error_response(Code.BLOB_UPLOAD_INVALID, "client disconnected", None, 400)
 
 
 def http_error(request: Request, exc: Exception) -> Response:
@@ -132,5 +170,6 @@ def unexpected_error(request: Request, exc: Exception) -> Response:
 HANDLERS = {
     se.StorageError: storage_error,
     OCIError: oci_error,
+    ClientDisconnect: client_disconnect,
     HTTPException: http_error,
 }

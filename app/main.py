@@ -11,21 +11,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.catchall import CatchAll
 from app.config import Settings
 from app.errors import HANDLERS
+from app.health import Health, HealthGate
+from app.observe import Observe
 from app.routes import ROUTES
 from app.zerocopy import ZeroCopySend
 from storage import Options, Registry, drivers
 
-_COMMON_HEADERS = [
-    (b"docker-distribution-api-version", b"registry/2.0"),
-    (b"x-content-type-options", b"nosniff"),
-]
+_API_VERSION = (b"docker-distribution-api-version", b"registry/2.0")
 
 
 class CommonHeaders:
-    """Adds the headers registry:2 puts on every response (docker checks the API version one)."""
+    """Adds the headers registry:2 puts on every response: the API version (docker checks it), then
+    ``http.headers`` from the config (registry:2's image sets X-Content-Type-Options: nosniff there)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, headers: dict[str, list[str]]) -> None:
         self.app = app
+        extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, vs in headers.items() for v in vs]
+        self.headers = [_API_VERSION, *extra]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -34,7 +36,7 @@ class CommonHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *_COMMON_HEADERS]
+                message["headers"] = [*message.get("headers", []), *self.headers]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -51,18 +53,24 @@ def open_registry(settings: Settings) -> Registry:
 
 
 def create_app(settings: Settings) -> Starlette:
+    health = Health(settings.health.storagedriver)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Threads and caches live exactly as long as the server: created here, released on shutdown.
         app.state.registry = open_registry(settings)
         try:
-            yield
+            async with health.polling(app.state.registry.driver):
+                yield
         finally:
             await app.state.registry.close()
             del app.state.registry
 
     app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
     app.state.settings = settings
+    app.state.health = health
+    if health.checks:
+        app.add_middleware(HealthGate, health=health)
     if settings.auth.enabled:
         # Inside CommonHeaders, so challenges carry the API version header docker looks for.
         from app.auth.configure import middleware_options
@@ -70,7 +78,9 @@ def create_app(settings: Settings) -> Starlette:
 
         app.add_middleware(AuthMiddleware, **middleware_options(settings, ROUTES))
     app.add_middleware(CatchAll)  # inside CommonHeaders: a 500 gets the common headers too
-    app.add_middleware(CommonHeaders)
+    app.add_middleware(CommonHeaders, headers=settings.http.headers)
+    metrics = bool(settings.http.debug.addr) and settings.http.debug.prometheus.enabled
+    app.add_middleware(Observe, metrics=metrics, access_log=not settings.log.accesslog.disabled)
     return app
 
 

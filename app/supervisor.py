@@ -9,7 +9,9 @@ request.
 Each worker is a fresh ``python -m app.worker`` that inherits its own socket; the kernel spreads new
 connections over the sockets. A worker that dies is started again on the same socket, which this
 process keeps open, so the connections queued on it wait for the new worker instead of being reset.
-SIGTERM or SIGINT stops them all.
+SIGTERM or SIGINT stops them all. With ``http.debug.addr`` each worker also gets a debug socket (an
+argument is then ``fd,debugfd``). With metrics on, a dead worker's live gauges are dropped and the
+metrics directory is removed at the end (``app.multiproc``, standard library too).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import time
 from dataclasses import dataclass
 from types import FrameType
 
+from app import multiproc
+
 BOOT_WINDOW = 5.0  # a worker that dies this soon after its start cannot boot: stop, as gunicorn does
 GRACE = 30.0  # seconds the workers get to finish their requests on shutdown
 
@@ -29,21 +33,21 @@ GRACE = 30.0  # seconds the workers get to finish their requests on shutdown
 @dataclass
 class Worker:
     process: subprocess.Popen[bytes]
-    fd: int
+    fds: tuple[int, ...]
     started: float
 
 
 class Supervisor:
-    def __init__(self, fds: list[int]) -> None:
+    def __init__(self, fds: list[tuple[int, ...]]) -> None:
         self.fds = fds
         self.workers: dict[int, Worker] = {}
         self.stopping = False
         self.failed = False
 
-    def spawn(self, fd: int) -> None:
-        argv = [sys.executable, "-m", "app.worker", str(fd), str(os.getpid())]
-        process = subprocess.Popen(argv, pass_fds=(fd,))
-        self.workers[process.pid] = Worker(process, fd, time.monotonic())
+    def spawn(self, fds: tuple[int, ...]) -> None:
+        argv = [sys.executable, "-m", "app.worker", ",".join(map(str, fds)), str(os.getpid())]
+        process = subprocess.Popen(argv, pass_fds=fds)
+        self.workers[process.pid] = Worker(process, fds, time.monotonic())
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
@@ -62,6 +66,7 @@ class Supervisor:
             except ChildProcessError:
                 break
             worker = self.workers.pop(pid, None)
+            multiproc.forget_worker(pid)
             if worker is None or self.stopping:
                 continue
             if time.monotonic() - worker.started < BOOT_WINDOW:
@@ -70,7 +75,7 @@ class Supervisor:
                 self.stop(signal.SIGTERM, None)
                 break
             _say(f"worker {pid} exited ({_describe(status)}); starting another")
-            self.spawn(worker.fd)
+            self.spawn(worker.fds)
         return self.shutdown()
 
     def shutdown(self) -> int:
@@ -81,6 +86,7 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 worker.process.kill()
                 worker.process.wait()
+        multiproc.remove_directory()
         return 1 if self.failed else 0
 
 
@@ -95,7 +101,7 @@ def _describe(status: int) -> str:
 
 
 def main(argv: list[str]) -> int:
-    return Supervisor([int(fd) for fd in argv]).run()
+    return Supervisor([tuple(int(fd) for fd in arg.split(",")) for arg in argv]).run()
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
-"""How ``kura serve`` runs uvicorn: in-process for one worker, or as ``python -m app.worker FD PARENT``.
+"""How ``kura serve`` runs uvicorn: in-process for one worker, or as ``python -m app.worker FDS PARENT``.
 
 A worker gets its settings from the environment (``SETTINGS_ENV``, set by ``kura serve``) and serves
-its own listening socket, inherited from the supervisor (``app.supervisor``).
+its own listening socket, and its own debug socket when ``http.debug.addr`` is set (``FDS`` is
+``fd[,debugfd]``), inherited from the supervisor (``app.supervisor``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import os
 import signal
@@ -13,6 +16,8 @@ import socket
 import ssl
 import sys
 import tempfile
+from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 from app.config import SETTINGS_ENV, ConfigError, Settings
@@ -21,13 +26,14 @@ _PR_SET_PDEATHSIG = 1
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn settings from config.yml's ``log`` and ``http.tls``, and the protocol that bounds request heads."""
+    """uvicorn settings from config.yml's ``http.tls``, and the protocol that bounds request heads; logging
+    is ``app.logs``'s, the access log ``app.observe``'s."""
     from app.protocol import BoundedHeadProtocol  # imports uvicorn: not at module level, as main() does
 
     options: dict[str, Any] = {
         "http": BoundedHeadProtocol,
-        "log_level": settings.log.level.lower(),
-        "access_log": not settings.log.accesslog.disabled,
+        "log_config": None,
+        "access_log": False,
         "server_header": False,
     }
     tls = settings.http.model_extra.get("tls") if settings.http.model_extra else None
@@ -69,17 +75,58 @@ def die_with(parent: int) -> None:
         sys.exit(0)
 
 
-def main(argv: list[str]) -> int:
-    fd, parent = int(argv[0]), int(argv[1])
-    die_with(parent)
+def serve(settings: Settings, sock: socket.socket, debug: socket.socket | None) -> None:
+    """Serve the registry on ``sock`` and, when given, the debug server on ``debug``, in one event loop."""
     import uvicorn
 
-    from app.main import served_app
+    from app import logs
+    from app.debug import debug_app
+    from app.main import create_app
+    from app.zerocopy import ZeroCopySend
 
+    logs.configure(settings.log)
+    # uvicorn re-raises the signal that stopped it once it has put back the handlers it found: let
+    # that be a clean exit (no KeyboardInterrupt traceback, and the caller's cleanup runs)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stopped)
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(ZeroCopySend(app), **uvicorn_options(settings)))
+    if debug is None:
+        server.run(sockets=[sock])
+        return
+    options: dict[str, Any] = {"log_config": None, "access_log": False, "server_header": False, "lifespan": "off"}
+
+    class DebugServer(uvicorn.Server):
+        """The registry's server owns the signals, and stops this one when it stops."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    debug_server = DebugServer(uvicorn.Config(debug_app(settings, app.state.health), **options))
+
+    async def both() -> None:
+        task = asyncio.create_task(debug_server.serve(sockets=[debug]))
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            debug_server.should_exit = True
+            await task
+
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        runner.run(both())
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def main(argv: list[str]) -> int:
+    fds, parent = [int(fd) for fd in argv[0].split(",")], int(argv[1])
+    die_with(parent)
     settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
-    host, port = settings.listen()
-    config = uvicorn.Config(served_app(settings), host=host, port=port, **uvicorn_options(settings))
-    uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
+    sockets = [socket.socket(fileno=fd) for fd in fds]
+    serve(settings, sockets[0], sockets[1] if len(sockets) > 1 else None)
     return 0
 
 

@@ -9,7 +9,7 @@ The public surface, all ``app/`` may use: what this module exports, and the modu
 
 from storage import drivers, errors, mediatypes
 from storage.blobs import BlobInfo
-from storage.driver import FileReader, StorageDriver
+from storage.driver import FileReader, PathNotFound, StorageDriver
 from storage.manifests import MAX_SIZE as MAX_MANIFEST_SIZE
 from storage.manifests import Manifest
 from storage.registry import Options, Registry
@@ -20,6 +20,7 @@ __all__ = [
     "FileReader",
     "Manifest",
     "Options",
+    "PathNotFound",
     "Registry",
     "StorageDriver",
     "drivers",

@@ -37,6 +37,10 @@ class Unsupported(StorageError):
     """The operation is not offered (e.g. deletes are disabled)."""
 
 
+class DeleteDisabled(Unsupported):
+    """Deletes are off (``Options.delete_enabled``)."""
+
+
 class ReadOnly(StorageError):
     pass
 

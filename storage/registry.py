@@ -15,7 +15,7 @@ from storage import blobs, catalog, manifests, referrers, tags, uploads
 from storage.blobs import BlobInfo
 from storage.digest import CANONICAL, Digest
 from storage.driver import FileReader, StorageDriver
-from storage.errors import ReadOnly, Unsupported
+from storage.errors import DeleteDisabled, ReadOnly
 from storage.manifests import Manifest, Reference
 from storage.names import Name, validate_tag
 
@@ -51,7 +51,7 @@ class Registry:
     def _deletable(self) -> None:
         self._writable()
         if not self.options.delete_enabled:
-            raise Unsupported("deletes are disabled on this registry")
+            raise DeleteDisabled("deletes are disabled on this registry")
 
     # -- blobs ---------------------------------------------------------------------------------
 

@@ -12,8 +12,15 @@ from starlette.applications import Starlette
 from app.config import Settings
 from app.main import create_app
 from storage import Options, Registry, StorageDriver, drivers
+from tests.e2e import servers
 
 DRIVERS = ["filesystem", "inmemory"]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Before any fixture, module-scoped servers included
+    servers.marked_e2e = item.get_closest_marker("e2e") is not None
 
 
 @pytest.fixture
@@ -60,9 +67,12 @@ async def started(settings: Settings) -> AsyncIterator[Starlette]:
 
 @contextlib.asynccontextmanager
 async def client_of(application: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as c:
-        yield c
+    """A client of the app, with its lifespan run around it unless it runs already (clients may nest)."""
+    async with contextlib.AsyncExitStack() as stack:
+        if not hasattr(application.state, "registry"):
+            await stack.enter_async_context(application.router.lifespan_context(application))
+        transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+        yield await stack.enter_async_context(httpx.AsyncClient(transport=transport, base_url="http://registry.test"))
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from app.routes import base, blobs, kura, listing, manifests, referrers, uploads
 
 
 class Kind(Enum):
+    OPEN = "open"  # no credentials at all: the liveness answer container health checks ask for
     IDENTITY = "identity"  # /v2/: any valid credentials (and docker login's check)
     CATALOG = "catalog"  # registry:catalog:*
     PULL = "pull"
@@ -40,6 +41,7 @@ KINDS: dict[Callable[..., Any], Kind] = {
     blobs.delete_blob: Kind.DELETE,
     referrers.list_referrers: Kind.PULL,
     kura.inspect: Kind.PULL,
+    kura.live: Kind.OPEN,
 }
 
 

@@ -165,6 +165,9 @@ class AuthMiddleware:
             await self.token_endpoint(scope, receive, send)
             return
         need = self.routes.need(scope["method"], scope["path"])
+        if need.kind is Kind.OPEN:
+            await self.app(scope, receive, send)
+            return
         mount = b"mount=" in scope["query_string"] and need.kind is Kind.PUSH
         query = dict(parse_qsl(scope["query_string"].decode("latin-1"))) if mount else {}
         source = query.get("from") if "mount" in query else None

@@ -13,6 +13,21 @@ from storage import mediatypes
 ACCEPT = ", ".join(sorted(mediatypes.MANIFESTS))
 
 
+def describe(exc: httpx.HTTPError, base: str, *, defaulted: bool) -> str:
+    """One line for a failed request: the registry's own error, or what went wrong reaching it."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        response = exc.response
+        try:
+            error = response.json()["errors"][0]
+            said = f"{error['message']} ({error['code']})"
+        except (ValueError, LookupError, TypeError):
+            said = response.reason_phrase or "error"
+        return f"{said}, HTTP {response.status_code} from {base}"
+    why = str(exc) or type(exc).__name__
+    hint = " (no registry host given, so this default was tried; write host:port/repo:tag)" if defaulted else ""
+    return f"cannot reach {base}{hint}: {why}"
+
+
 class RemoteSource:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client

@@ -25,5 +25,6 @@ ROUTES = [
     Route("/v2/{name:path}/blobs/{digest}", blobs.get_blob, methods=["GET", "HEAD"]),
     Route("/v2/{name:path}/blobs/{digest}", blobs.delete_blob, methods=["DELETE"]),
     Route("/v2/{name:path}/referrers/{digest}", referrers.list_referrers, methods=["GET"]),
+    Route("/_kura/v1/live", kura.live, methods=["GET", "HEAD"]),
     Route("/_kura/v1/inspect/{name:path}/manifests/{reference}", kura.inspect, methods=["GET"]),
 ]

@@ -15,3 +15,11 @@ async def inspect(request: Request) -> Response:
         source, request.path_params["name"], request.path_params["reference"], request.query_params.get("platform")
     )
     return JSONResponse(report.as_dict())
+
+
+async def live(request: Request) -> Response:
+    """For container health checks: answers without touching storage (or credentials, once auth exists).
+
+    While a ``health`` check fails it answers 503, as every other URL then does.
+    """
+    return JSONResponse({})

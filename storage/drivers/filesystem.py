@@ -151,6 +151,14 @@ class FilesystemDriver:
     # -- metadata ------------------------------------------------------------------------------
 
     async def stat(self, path: str) -> FileInfo:
+        if not path:
+            # The root itself: only "not there yet" is an answer; anything else (a file where the
+            # root should be, a dead mount) is an error the health check reports.
+            try:
+                st = os.stat(self.root)
+            except FileNotFoundError:
+                raise PathNotFound(path) from None
+            return FileInfo(path, st.st_size, st.st_mtime_ns, True)
         info = _stat(self.full(path), path)
         if info is None:
             raise PathNotFound(path)

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-
-import httpx
-from starlette.applications import Starlette
 
 from app.config import Settings
 from app.main import create_app
 from tests.authkit import CA, ISSUER, SERVICE, htpasswd
+from tests.conftest import client_of
 from tests.oci import Image, push_image, random_image
 
 REALM = "Kura test"
@@ -44,14 +40,7 @@ class World:
         return next(iter(self.image.blobs))
 
 
-@contextlib.asynccontextmanager
-async def client_for(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of ``app``, with the app's lifespan run around it (once, however many clients nest)."""
-    async with contextlib.AsyncExitStack() as stack:
-        if not hasattr(app.state, "registry"):
-            await stack.enter_async_context(app.router.lifespan_context(app))
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        yield await stack.enter_async_context(httpx.AsyncClient(transport=transport, base_url="http://registry.test"))
+client_for = client_of  # the app with its lifespan, however many clients nest
 
 
 def base_settings(root: str, **extra: Any) -> dict[str, Any]:

@@ -24,7 +24,7 @@ def serving(app: ASGIApp, settings: Settings) -> Iterator[tuple[str, int]]:
     """
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, loop="uvloop", log_config=None, **uvicorn_options(settings))
+    config = uvicorn.Config(app, loop="uvloop", **uvicorn_options(settings))  # log_config=None among them
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
     thread.start()

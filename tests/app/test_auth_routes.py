@@ -48,6 +48,7 @@ CASES = [
     Case("blob-delete", "DELETE", "/v2/team/app/blobs/{layer}", 202, Kind.DELETE),
     Case("referrers", "GET", "/v2/team/app/referrers/{manifest}", 200, Kind.PULL),
     Case("inspect", "GET", "/_kura/v1/inspect/team/app/manifests/v1", 200, Kind.PULL),
+    Case("live", "GET", "/_kura/v1/live", 200, Kind.OPEN),  # container health checks carry no credentials
 ]
 
 
@@ -87,6 +88,7 @@ async def send(client: httpx.AsyncClient, case: Case, world: World, headers: dic
 
 def scope_of(case: Case) -> str:
     return {
+        Kind.OPEN: "",
         Kind.IDENTITY: "",
         Kind.CATALOG: "registry:catalog:*",
         Kind.PULL: "repository:team/app:pull",
@@ -115,6 +117,9 @@ async def test_basic(root: str, tmp_path: Path, case: Case, who: str) -> None:
         pytest.skip("every authenticated user may ping /v2/ and list the catalog (filtered)")
     async with client_for(app) as client:
         r = await send(client, case, world, headers)
+    if case.kind is Kind.OPEN:
+        assert r.status_code == case.ok, r.text
+        return
     if who in ("none", "bad"):
         assert r.status_code == 401, r.text
         assert r.headers["www-authenticate"] == f'Basic realm="{REALM}"'
@@ -151,7 +156,7 @@ async def test_bearer(root: str, tmp_path: Path, case: Case, who: str) -> None:
         token = signer.token([repository("other/app", "*")])
     async with client_for(app) as client:
         r = await send(client, case, world, bearer(token) if token else {})
-    if who == "right":
+    if who == "right" or case.kind is Kind.OPEN:
         assert r.status_code == case.ok, r.text
         return
     assert r.status_code == 401, r.text

@@ -122,3 +122,46 @@ def test_registry2_auth_sections_load(tmp_path: Path) -> None:
     assert s.auth.token.signingalgorithms == ["ES256", "RS256"]
     assert Settings.model_validate_json(s.model_dump_json()) == s  # what workers receive
     assert not load(None, environ={"REGISTRY_AUTH": ""}).auth.enabled
+
+
+def test_operations_keys() -> None:
+    """http.secret, http.headers, http.debug and health read as registry:2 writes them."""
+    s = load(
+        None,
+        environ={
+            "REGISTRY_HTTP_SECRET": "s3cret",
+            "REGISTRY_HTTP_DEBUG_ADDR": ":5001",
+            "REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED": "true",
+            "REGISTRY_HEALTH_STORAGEDRIVER_ENABLED": "true",
+            "REGISTRY_HEALTH_STORAGEDRIVER_INTERVAL": "1m30s",
+            "REGISTRY_HEALTH_STORAGEDRIVER_THRESHOLD": "3",
+        },
+    )
+    assert s.http.secret == "s3cret"
+    assert s.http.debug_listen() == ("0.0.0.0", 5001)
+    assert (s.http.debug.prometheus.enabled, s.http.debug.prometheus.path) == (True, "/metrics")
+    assert (s.health.storagedriver.interval, s.health.storagedriver.threshold) == (90.0, 3)
+    assert s.http.headers == {"X-Content-Type-Options": ["nosniff"]}
+
+
+@pytest.mark.parametrize(
+    "value, seconds", [("10s", 10.0), ("500ms", 0.5), ("1h2m", 3720.0), ("1.5s", 1.5), (2_000_000_000, 2.0)]
+)
+def test_go_durations(value: object, seconds: float) -> None:
+    """Go's duration strings, or bare integer nanoseconds as YAML gives them."""
+    s = Settings.model_validate({"health": {"storagedriver": {"interval": value}}})
+    assert s.health.storagedriver.interval == seconds
+    # the workers get the settings back from JSON: the value must survive the round trip
+    assert Settings.model_validate_json(s.model_dump_json()).health.storagedriver.interval == seconds
+
+
+def test_a_bad_duration_is_one_line() -> None:
+    with pytest.raises(ConfigError, match=r"^invalid configuration: health\.storagedriver\.interval: .*10s") as e:
+        load(None, environ={"REGISTRY_HEALTH_STORAGEDRIVER_INTERVAL": "ten seconds"})
+    assert "\n" not in str(e.value) and "pydantic" not in str(e.value)
+
+
+def test_headers_take_a_lone_string_or_a_list(tmp_path: Path) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text("http:\n  headers:\n    X-A: one\n    X-B: [two, three]\n")
+    assert load(str(config), environ={}).http.headers == {"X-A": ["one"], "X-B": ["two", "three"]}

@@ -15,8 +15,10 @@ import uvicorn
 import app.zerocopy
 from app.config import Settings
 from app.main import served_app
-from tests.e2e.servers import eventually
+from tests.e2e.servers import eventually, require_e2e_mark
 from tests.oci import sha256
+
+pytestmark = pytest.mark.e2e  # starts a real uvicorn on 127.0.0.1
 
 BLOB = os.urandom((8 << 20) + 12345)
 
@@ -42,6 +44,7 @@ def driver_name() -> str:
 
 @pytest.fixture
 def url(settings: Settings) -> Iterator[str]:
+    require_e2e_mark()
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # bound before the server starts: no race for the port
     port = sock.getsockname()[1]
@@ -57,6 +60,8 @@ def url(settings: Settings) -> Iterator[str]:
     with httpx.Client(base_url=base) as c:
         r = c.post("/v2/z/blobs/uploads/", params={"digest": sha256(BLOB)}, content=BLOB)
         assert r.status_code == 201, r.text
+    # the server closes its side of that connection in its own thread: let it, before tests count descriptors
+    assert eventually(lambda: not server.server_state.connections)
     yield base
     server.should_exit = True
     thread.join(10)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -16,6 +18,13 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REGISTRY2 = "/usr/bin/docker-registry"
+marked_e2e = False  # whether the running test carries the e2e mark (set by a hook in tests/conftest.py)
+
+
+def require_e2e_mark() -> None:
+    """A test that starts a server must be marked e2e, so that ``-m e2e`` and ``-m "not e2e"`` split right."""
+    if not marked_e2e:
+        pytest.fail("this test starts a server: mark it e2e (pytestmark = pytest.mark.e2e)")
 
 
 def require(binary: str) -> str:
@@ -28,6 +37,20 @@ def require(binary: str) -> str:
     if path is None:
         pytest.fail(f"{binary} is not installed: run scripts/test (it installs every client the suite drives)")
     return path
+
+
+_LOGFMT = re.compile(r'([^\s=]+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def access_log(path: str) -> list[dict[str, str]]:
+    """The access lines of a ``log.formatter: text`` log: ``msg="response completed"`` key=value fields."""
+    entries = []
+    with open(path) as f:
+        for line in f:
+            fields = {k: json.loads(v) if v.startswith('"') else v for k, v in _LOGFMT.findall(line)}
+            if fields.get("msg") == "response completed":
+                entries.append(fields)
+    return entries
 
 
 def free_port() -> int:
@@ -72,6 +95,7 @@ def running(argv: list[str], url: str, log: str, env: dict[str, str] | None = No
 def started(
     argv: list[str], url: str, log: str, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
+    require_e2e_mark()
     with open(log, "ab") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     try:

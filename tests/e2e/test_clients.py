@@ -19,7 +19,7 @@ from app.images.remote import push
 from storage import mediatypes
 from tests.e2e.conftest import Skopeo
 from tests.e2e.daemons import containerd, dockerd
-from tests.e2e.servers import kura, require
+from tests.e2e.servers import access_log, kura, require
 from tests.oci import DOCKER_LIST, index_of, random_image, sha256, write_oci_layout
 
 pytestmark = pytest.mark.e2e
@@ -239,10 +239,11 @@ def test_skopeo_delete_and_mounting_copy(registry: str, host: str, work: Path, s
     skopeo.copy(f"docker://{host}/sk/src:v1", f"docker://{host}/sk/dst:v1")
     assert manifest(registry, "sk/dst", "v1").content == image.manifest
     mounted = set()
-    for line in (work / "kura.log").read_text().splitlines():
-        if '"POST /v2/sk/dst/blobs/uploads/?' in line and " 201 " in line:
-            query = parse_qs(urlsplit(line.split('"')[1].split()[1]).query)
-            if query.get("from") == ["sk/src"]:
+    for entry in access_log(str(work / "kura.log")):
+        uri = entry["http.request.uri"]
+        if entry["http.request.method"] == "POST" and uri.startswith("/v2/sk/dst/blobs/uploads/?"):
+            query = parse_qs(urlsplit(uri).query)
+            if entry["http.response.status"] == "201" and query.get("from") == ["sk/src"]:
                 mounted.add(query["mount"][0])
     layers = {sha256(layer) for layer in image.layers}
     assert layers <= mounted  # skopeo mounted every layer from sk/src instead of uploading it again

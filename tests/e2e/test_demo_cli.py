@@ -17,16 +17,16 @@ from tests.e2e.servers import REPO, kura
 pytestmark = pytest.mark.e2e
 
 
-def kura_cli(*args: str) -> str:
+def kura_cli(*args: str, rc: int = 0) -> str:
     result = subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    assert result.returncode == rc, result.stderr
+    return result.stdout if rc == 0 else result.stdout + result.stderr
 
 
 def test_demo_then_inspect(tmp_path: Path, root: str, skopeo: Skopeo) -> None:
     with kura(root) as url:
         host = url.removeprefix("http://")
-        out = kura_cli("demo", "--registry", url)
+        out = kura_cli("demo", "--registry", host)  # host:port, as inspect takes it
         assert f"{host}/demo/app:legacy" in out and f"{host}/demo/cache:legacy" in out
 
         text = kura_cli("inspect", f"{host}/demo/app:legacy")
@@ -40,8 +40,18 @@ def test_demo_then_inspect(tmp_path: Path, root: str, skopeo: Skopeo) -> None:
             == "application/vnd.docker.attestation.manifest.v1+json"
         )
 
-        ci = json.loads(kura_cli("inspect", "--json", "--platform", "windows/amd64", f"{host}/demo/app:ci"))
+        # A platform that matches nothing is a failure (exit 1) that still explains why
+        ci_out = kura_cli("inspect", "--json", "--platform", "windows/amd64", f"{host}/demo/app:ci", rc=1)
+        ci = json.loads(ci_out[: ci_out.rindex("}") + 1])
         assert "single-platform" in {f["id"] for f in ci["findings"]}
+        assert ci_out.rstrip().endswith("no entry for platform windows/amd64")
+        kura_cli("inspect", "--platform", "linux/arm64", f"{host}/demo/app:legacy")
+        kura_cli("inspect", "--platform", "linux/riscv64", f"{host}/demo/app:legacy", rc=1)
+
+        missing = kura_cli("inspect", f"{host}/demo/app:nope", rc=1).strip()
+        assert (
+            missing == f"kura inspect: {host}/demo/app:nope: manifest unknown (MANIFEST_UNKNOWN), HTTP 404 from {url}"
+        )
 
         # Every demo image, as text and as JSON: the finding that explains it is there.
         expected = {

@@ -12,9 +12,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from app.supervisor import BOOT_WINDOW
 from tests.e2e.servers import eventually, free_port, kura_argv, started
+
+pytestmark = pytest.mark.e2e  # starts a server
 
 
 def children(pid: int) -> set[int]:

@@ -13,6 +13,8 @@ import pytest
 from tests.e2e.servers import free_port, kura_argv, require, started
 from tests.oci import sha256
 
+pytestmark = pytest.mark.e2e  # starts a server
+
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_blobs_over_tls(tmp_path: Path, root: str, workers: str) -> None:

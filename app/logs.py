@@ -1,0 +1,95 @@
+"""Server logging from config.yml's ``log`` section, in registry:2's three formats.
+
+registry:2 logs through logrus: ``text`` is ``time="..." level=info msg="..." key=value``, ``json`` one
+object with ``time``, ``level``, ``msg`` and the fields, ``logstash`` the same with ``@timestamp``,
+``@version`` and ``message``. Kura writes the same shapes and field names (``http.request.method``,
+``vars.name``, ``err.code``, ...) so log pipelines built for registry:2 keep working. ``log.fields`` are
+added to every line. uvicorn's own loggers go through the same handler; its access log is replaced by
+``kura.access``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from app.config import Log
+
+LEVELS: Final[Mapping[str, int]] = {
+    "error": logging.ERROR,
+    "warn": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+}
+_NAMES: Final[Mapping[int, str]] = {
+    logging.CRITICAL: "fatal",
+    logging.ERROR: "error",
+    logging.WARNING: "warning",
+    logging.INFO: "info",
+    logging.DEBUG: "debug",
+}
+FIELDS = "kura_fields"  # the ``extra`` key that carries a record's structured fields
+
+
+class Formatter(logging.Formatter):
+    def __init__(self, style: str, fields: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.style = style
+        self.fields = dict(fields)
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z")
+        level = _NAMES.get(record.levelno, record.levelname.lower())
+        message = record.getMessage()
+        fields: dict[str, Any] = {**self.fields, **getattr(record, FIELDS, {})}
+        if record.exc_info:
+            # Only for bugs (app.errors logs client errors without one); keep it on the same record
+            fields["error"] = self.formatException(record.exc_info)
+        if self.style == "json":
+            return json.dumps({**fields, "level": level, "msg": message, "time": when}, default=str)
+        if self.style == "logstash":
+            document = {**fields, "@timestamp": when, "@version": "1", "level": level, "message": message}
+            return json.dumps(document, default=str)
+        pairs = [f"time={_text(when)}", f"level={level}", f"msg={_text(message)}"]
+        pairs += [f"{key}={_text(value)}" for key, value in sorted(fields.items())]
+        return " ".join(pairs)
+
+
+_BARE = re.compile(r"[A-Za-z0-9\-._/@^+:]+")
+
+
+def _text(value: object) -> str:
+    """logrus's text quoting: bare when the value is plain, else a quoted string."""
+    if isinstance(value, int):
+        return str(value)
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if _BARE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
+
+
+def configure(log: Log) -> None:
+    """One stderr handler on the root logger; uvicorn's loggers propagate to it."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Formatter(log.formatter, log.fields))
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(LEVELS[log.level])
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.asgi"):
+        logger = logging.getLogger(name)
+        logger.handlers = []
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
+    # Kura's access log (kura.access) has the repository, user and bytes; uvicorn's would repeat it
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = []
+    access.propagate = False
+    # As registry:2's access log, governed by log.accesslog.disabled alone, not by log.level
+    access_log = logging.getLogger("kura.access")
+    access_log.setLevel(logging.INFO)
+    access_log.disabled = log.accesslog.disabled
