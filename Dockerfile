@@ -55,11 +55,12 @@ EXPOSE 5000
 ENV PATH=/opt/kura/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    KURA_HEALTHCHECK_URL=http://127.0.0.1:5000/v2/
+    KURA_HEALTHCHECK_URL=http://127.0.0.1:5000/_kura/v1/live
 USER kura
 
-# Alive = the API answers: 200, or 401 once auth is on. Set KURA_HEALTHCHECK_URL when the port (REGISTRY_HTTP_ADDR)
-# changes. The standard library is enough, so the image needs no curl; no proxy from the environment applies.
+# Alive = the liveness URL answers 200 (it needs no credentials, even with auth on; 503 while a storage health
+# check fails). A URL behind auth (/v2/) may be set instead: its 401 counts as alive. Set KURA_HEALTHCHECK_URL
+# when the port (REGISTRY_HTTP_ADDR) changes. The standard library is enough, so the image needs no curl; no proxy from the environment applies.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 CMD ["python3", "-c", "import os, sys, urllib.error, urllib.request as r\nu = os.environ['KURA_HEALTHCHECK_URL']\ntry: r.build_opener(r.ProxyHandler({})).open(u, timeout=4)\nexcept urllib.error.HTTPError as e: sys.exit(e.code != 401)\nexcept OSError as e: sys.exit(f'{u}: {e}')"]
 ENTRYPOINT ["kura", "serve"]
 CMD ["--config", "/etc/docker/registry/config.yml"]

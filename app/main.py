@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import metrics
 from app.catchall import CatchAll
 from app.config import Settings
 from app.errors import HANDLERS
@@ -45,6 +46,8 @@ class CommonHeaders:
 def open_registry(settings: Settings) -> Registry:
     """The storage the settings name, with its driver, caches and threads (close it when done)."""
     driver = drivers.create(settings.storage.driver(), {"rootdirectory": settings.root})
+    if settings.http.debug.addr and settings.http.debug.prometheus.enabled:
+        driver = drivers.InstrumentedDriver(driver, metrics.observe_storage_action)
     options = Options(
         delete_enabled=settings.storage.delete.enabled,
         read_only=settings.storage.maintenance.readonly.enabled,

@@ -17,6 +17,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import metrics
 from app.auth import challenge
 from app.auth.access import AccessMap, Kind, Need
 from app.auth.htpasswd import Htpasswd, parse_basic
@@ -26,9 +27,10 @@ from app.auth.ratelimit import FailureLimiter
 from app.auth.settings import TokenAuth
 from app.auth.tokens import InvalidToken, TokenVerifier
 from app.auth.tokenserver import TokenEndpoint
+from app.observe import USER_KEY
+from storage import MAX_MANIFEST_SIZE as MAX_SIZE
 from storage import Registry
 from storage.errors import StorageError
-from storage.manifests import MAX_SIZE
 
 log = logging.getLogger("kura.auth")
 
@@ -184,6 +186,7 @@ class AuthMiddleware:
             except Rejected as rejected:
                 if rejected.guess:
                     self.limiter.failed(client)
+                metrics.count_auth_failure("bad_password" if rejected.guess else "bad_token")
                 log.info("authentication failed from %s", client)
                 refusal = self._challenge(scope, need, source, "invalid_token")
             else:
@@ -194,6 +197,8 @@ class AuthMiddleware:
             await refusal(scope, receive, send)
             return
         assert principal is not None
+        if principal.name is not None:
+            scope[USER_KEY] = principal.name  # in place: the access log outside reads the same scope
 
         scope = dict(scope)
         scope[PRINCIPAL] = principal

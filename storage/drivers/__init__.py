@@ -7,9 +7,10 @@ from typing import Any
 
 from storage.driver import StorageDriver
 from storage.drivers.filesystem import FilesystemDriver
+from storage.drivers.instrumented import InstrumentedDriver
 from storage.drivers.memory import InMemoryDriver
 
-__all__ = ["FilesystemDriver", "InMemoryDriver", "create"]
+__all__ = ["FilesystemDriver", "InMemoryDriver", "InstrumentedDriver", "create"]
 
 NAMES = ("filesystem", "inmemory")
 

@@ -9,6 +9,7 @@ import pytest
 
 from storage import StorageDriver
 from storage.driver import Busy, PathNotFound
+from storage.drivers import InstrumentedDriver
 
 
 async def test_content_round_trip_and_replace(driver: StorageDriver) -> None:
@@ -179,3 +180,16 @@ async def test_touch_moves_the_mtime(driver: StorageDriver) -> None:
     assert before is not None and after is not None and after > before
     with pytest.raises(PathNotFound):
         await driver.touch("missing")
+
+
+async def test_the_instrumented_driver_times_each_call_and_changes_nothing(driver: StorageDriver) -> None:
+    seen: list[tuple[str, str]] = []
+    timed = InstrumentedDriver(driver, lambda name, action, seconds: seen.append((name, action)))
+    await timed.put_content("a/b", b"x")
+    assert await timed.get_content("a/b") == b"x"
+    assert [info.path async for info in timed.walk("a")] == ["a/b"]
+    async with timed.lock("l", create=True):
+        pass
+    with pytest.raises(PathNotFound):
+        await timed.stat("missing")  # failures are timed too
+    assert seen == [(driver.name, a) for a in ("PutContent", "GetContent", "Walk", "Lock", "Stat")]
