@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
 from app.errors import HANDLERS
+from app.notify.notifier import Notifier
 from app.routes import ROUTES
 from app.zerocopy import ZeroCopySend
 from storage import Options, Registry
@@ -48,13 +50,22 @@ def create_app(settings: Settings) -> Starlette:
         ),
     )
 
+    notifications = settings.notifications
+    notifier = (
+        Notifier(notifications, settings.root, settings.http.host, settings.listen()[1])
+        if notifications.active
+        else None
+    )
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
+        async with notifier.delivering() if notifier else contextlib.nullcontext():
+            yield
 
     app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
     app.state.registry = registry
     app.state.settings = settings
+    app.state.notifier = notifier
     app.add_middleware(CommonHeaders)
     return app
 

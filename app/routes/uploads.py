@@ -5,6 +5,7 @@ from starlette.responses import Response
 
 from app.errors import Code, OCIError
 from app.http import body, content_length, content_range, has_body, registry, upload_range
+from app.notify import hooks as notify
 from storage.blobs import BlobInfo
 
 
@@ -36,10 +37,12 @@ async def start_upload(request: Request) -> Response:
     if mount is not None:
         info = await reg.mount_blob(name, mount, query.get("from"))
         if info is not None:
+            await notify.blob(request, "mount", name, info, query.get("from"))
             return _created(name, info)
     elif "digest" in query:
         # Monolithic upload in a single POST (spec: end-4b).
         info = await reg.put_blob(name, query["digest"], body(request), content_length(request))
+        await notify.blob(request, "push", name, info)
         return _created(name, info)
     upload_id = await reg.start_upload(name)
     return _session(name, upload_id, 0, 202)
@@ -85,6 +88,7 @@ async def finish_upload(request: Request) -> Response:
         info = await reg.commit_upload(name, upload_id, digest, body(request), content_length(request))
     else:
         info = await reg.commit_upload(name, upload_id, digest)
+    await notify.blob(request, "push", name, info)
     return _created(name, info)
 
 
