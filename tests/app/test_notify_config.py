@@ -22,7 +22,7 @@ notifications:
       disabled: false
       url: https://my.listener.com/event
       headers:
-        Authorization: [Bearer <your token, if needed>]
+        Authorization: [Bearer <your token>]
       timeout: 1s
       threshold: 10
       backoff: 1s
@@ -77,7 +77,7 @@ def test_the_registry2_example_config_loads(tmp_path: Path) -> None:
     assert [e.name for e in n.active] == ["alistener"]
     e = n.active[0]
     assert e.url == "https://my.listener.com/event"
-    assert e.headers == {"Authorization": ["Bearer <your token, if needed>"]}
+    assert e.headers == {"Authorization": ["Bearer <your token>"]}
     assert (e.effective_timeout, e.effective_threshold, e.effective_backoff) == (1.0, 10, 1.0)
     assert e.ignore.actions == ["pull"]
     assert e.ignored_media_types == {"application/octet-stream"}
