@@ -69,7 +69,7 @@ async def deleted(request: Request, name: str, reference: str, tagged: list[str]
         await n.emit(request, "delete", target(name, tag=reference))
         return
     await n.emit(request, "delete", target(name, digest=reference))
-    for tag in tagged or []:
+    for tag in sorted(tagged or []):
         await n.emit(request, "delete", target(name, tag=tag))
 
 

@@ -106,7 +106,11 @@ def test_settings_survive_the_json_hand_off_to_workers() -> None:
     settings = Settings.model_validate({"notifications": {"endpoints": [endpoint]}})
     again = Settings.model_validate_json(settings.model_dump_json())
     e = again.notifications.active[0]
-    assert (e.timeout, e.backoff, e.maxbackoff) == (timedelta(seconds=1.5), timedelta(milliseconds=250), timedelta(hours=1))
+    assert (e.timeout, e.backoff, e.maxbackoff) == (
+        timedelta(seconds=1.5),
+        timedelta(milliseconds=250),
+        timedelta(hours=1),
+    )
 
 
 @pytest.mark.parametrize(
