@@ -94,10 +94,7 @@ class Delivery:
                     failures = 0
                     continue
                 failures += 1
-                if failures >= self.endpoint.effective_threshold:
-                    exponent = min(failures - self.endpoint.effective_threshold, 30)
-                    delay = min(self.endpoint.effective_backoff * 2**exponent, self.endpoint.maxbackoff.total_seconds())
-                    await asyncio.sleep(delay)
+                await asyncio.sleep(retry_delay(self.endpoint, failures))
 
     async def _idle(self) -> None:
         with contextlib.suppress(TimeoutError):
@@ -147,6 +144,16 @@ class Delivery:
             return True
         log.warning("notifications: endpoint %s answered %d; will retry", self.endpoint.name, response.status_code)
         return False
+
+
+def retry_delay(endpoint: Endpoint, failures: int) -> float:
+    """Seconds to wait after ``failures`` consecutive failures: none below the threshold, then
+    ``backoff``, doubling each time up to ``maxbackoff``."""
+    beyond = failures - endpoint.effective_threshold
+    if beyond < 0:
+        return 0.0
+    cap = max(endpoint.maxbackoff.total_seconds(), endpoint.effective_backoff)
+    return min(endpoint.effective_backoff * 2 ** min(beyond, 32), cap)
 
 
 def _describe(exc: BaseException) -> str:
