@@ -153,7 +153,8 @@ def retry_delay(endpoint: Endpoint, failures: int) -> float:
     if beyond < 0:
         return 0.0
     cap = max(endpoint.maxbackoff.total_seconds(), endpoint.effective_backoff)
-    return min(endpoint.effective_backoff * 2 ** min(beyond, 32), cap)
+    growth: float = 2.0 ** min(beyond, 32)
+    return min(endpoint.effective_backoff * growth, cap)
 
 
 def _describe(exc: BaseException) -> str:
