@@ -86,7 +86,7 @@ class Endpoint(_Section):
     ignore: Ignore = Ignore()
     # Kura's own keys (registry:2 ignores unknown keys, so the file stays valid for it):
     maxbackoff: Duration = timedelta(minutes=5)  # the cap of the exponential backoff
-    maxspoolbytes: int = Field(256 << 20, ge=1)  # the spool's bound; the oldest events go first
+    maxspoolbytes: int = Field(64 << 20, ge=1)  # the spool's bound in event bytes; the oldest go first
 
     @field_validator("headers", mode="before")
     @classmethod

@@ -87,7 +87,7 @@ def test_defaults_are_registry2s() -> None:
     """timeout 1s, threshold 10, backoff 1s when unset or not positive (endpoint.go defaults())."""
     e = Endpoint.model_validate({"name": "a", "url": "http://x/", "timeout": "0", "backoff": "-1s", "threshold": -3})
     assert (e.effective_timeout, e.effective_threshold, e.effective_backoff) == (1.0, 10, 1.0)
-    assert e.maxbackoff == timedelta(minutes=5) and e.maxspoolbytes == 256 << 20
+    assert e.maxbackoff == timedelta(minutes=5) and e.maxspoolbytes == 64 << 20
 
 
 def test_integer_durations_are_nanoseconds() -> None:
