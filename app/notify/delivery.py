@@ -56,16 +56,19 @@ class Delivery:
     async def run(self) -> None:
         """Lead when possible, until cancelled."""
         while True:
-            lock = await run(self.spool.try_lead)
-            if lock is None:
-                await asyncio.sleep(LEAD_POLL)
-                continue
-            self.stats.leader = True
             try:
-                await self._lead()
-            finally:
-                self.stats.leader = False
-                lock.release()
+                lock = await run(self.spool.try_lead)
+                if lock is not None:
+                    self.stats.leader = True
+                    try:
+                        await self._lead()
+                    finally:
+                        self.stats.leader = False
+                        lock.release()
+            except Exception:
+                # The spool's disk failing must not end delivery for good: say so, then try again.
+                log.exception("notifications: endpoint %s: delivery failed; retrying", self.endpoint.name)
+            await asyncio.sleep(LEAD_POLL)
 
     async def _lead(self) -> None:
         headers = [(k, v) for k, values in self.endpoint.headers.items() for v in values]

@@ -83,6 +83,17 @@ def test_the_registry2_example_config_loads(tmp_path: Path) -> None:
     assert e.ignored_media_types == {"application/octet-stream"}
 
 
+def test_endpoints_can_come_from_the_environment() -> None:
+    """REGISTRY_* values are YAML, so a whole endpoint list can be given in one variable."""
+    environ = {
+        "REGISTRY_NOTIFICATIONS_ENDPOINTS": "[{name: ci, url: 'http://hooks.test/', timeout: 2s}]",
+        "REGISTRY_NOTIFICATIONS_EVENTS_INCLUDEREFERENCES": "true",
+    }
+    n = load(None, environ=environ).notifications
+    assert [(e.name, e.url, e.effective_timeout) for e in n.active] == [("ci", "http://hooks.test/", 2.0)]
+    assert n.events.includereferences is True
+
+
 def test_defaults_are_registry2s() -> None:
     """timeout 1s, threshold 10, backoff 1s when unset or not positive (endpoint.go defaults())."""
     e = Endpoint.model_validate({"name": "a", "url": "http://x/", "timeout": "0", "backoff": "-1s", "threshold": -3})

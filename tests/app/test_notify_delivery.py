@@ -216,3 +216,16 @@ def test_retries_wait_from_the_threshold_on_doubling_up_to_the_cap() -> None:
     assert [retry_delay(ep, n) for n in range(1, 9)] == [0, 0, 1, 2, 4, 8, 10, 10]
     assert retry_delay(ep, 10_000) == 10
     assert retry_delay(endpoint(threshold=0, backoff="0"), 10) == 1.0  # registry:2's defaults: 10 and 1s
+
+
+async def test_delivery_survives_a_broken_spool_directory(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A spool that cannot be opened is logged and retried, not the end of delivery for the process."""
+    path = tmp_path / "hook"
+    path.write_bytes(b"a file where the directory should be")
+    spool = Spool(str(path))
+    async with delivering(spool, accept) as (_, requests):
+        await until(lambda: "delivery failed; retrying" in caplog.text)
+        path.unlink()
+        ids = spool_events(spool, 2)
+        await until(lambda: spool.pending() == [])
+    assert received_ids(requests) == ids
