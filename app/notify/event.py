@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
+from starlette.types import Scope
 
 MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
 BLOB_MEDIA_TYPE = "application/octet-stream"  # what registry:2's blob statter reports for every blob
@@ -106,10 +107,19 @@ def _is_ip(text: str) -> bool:
     return True
 
 
+def actor(scope: Scope) -> str | None:
+    """The verified user's name, as the auth layer leaves it in the scope: ``kura.user`` (a string),
+    else the ``name`` of its ``kura.principal``. Never a name from unverified credentials."""
+    user = scope.get("kura.user")
+    if isinstance(user, str):
+        return user
+    name = getattr(scope.get("kura.principal"), "name", None)
+    return name if isinstance(name, str) else None
+
+
 def record(request: Request, action: str, target: Target, source: dict[str, str]) -> dict[str, Any]:
     # One id per request, kept in the scope so that an access log can print the same one.
     request_id = request.scope.setdefault("kura.request_id", str(uuid.uuid4()))
-    user = request.scope.get("kura.user")  # set by the auth layer once the user is verified
     return {
         "id": str(uuid.uuid4()),
         "timestamp": timestamp(time.time_ns()),
@@ -121,7 +131,7 @@ def record(request: Request, action: str, target: Target, source: dict[str, str]
             "method": request.method,
             "useragent": request.headers.get("user-agent", ""),
         },
-        "actor": compact({"name": user if isinstance(user, str) else None}),
+        "actor": compact({"name": actor(request.scope)}),
         "source": compact(source),
     }
 

@@ -7,6 +7,7 @@ import os
 import re
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -262,6 +263,21 @@ async def test_the_actor_is_the_verified_user_and_proxies_are_honoured(notified:
     assert event["actor"] == {"name": "alice"}
     assert event["request"]["addr"] == "203.0.113.7"
     assert event["target"]["url"] == f"https://reg.example/v2/r/blobs/{digest}"
+
+
+async def test_the_actor_may_come_from_the_auth_layers_principal(notified: Settings, root: str) -> None:
+    @dataclass
+    class Principal:
+        name: str | None
+
+    async def with_principal(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["kura.principal"] = Principal("bob")
+        await inner(scope, receive, send)
+
+    inner = create_app(notified)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=with_principal), base_url=BASE) as c:
+        await push_blob(c, "r", b"hello")
+    assert spooled(root)[0]["actor"] == {"name": "bob"}
 
 
 async def test_basic_credentials_alone_name_no_actor(client: httpx.AsyncClient, root: str) -> None:
