@@ -86,7 +86,7 @@ class Delivery:
                 if not backlog or time.monotonic() - scanned > RESCAN:
                     backlog = deque(await run(self._scan))
                     scanned = time.monotonic()
-                self.stats.pending = len(backlog)
+                self.stats.set_pending(len(backlog))
                 if not backlog:
                     await self._idle()
                     continue
@@ -115,7 +115,7 @@ class Delivery:
             excess -= oldest.size
             dropped += 1
         if dropped:
-            self.stats.dropped += dropped
+            self.stats.drop(dropped)
             log.warning(
                 "notifications: endpoint %s: spool over %d bytes, dropped its %d oldest events unsent",
                 self.endpoint.name,
@@ -133,13 +133,13 @@ class Delivery:
             body = envelope(json.loads(data))
         except ValueError:
             log.error("notifications: endpoint %s: dropping unreadable spool file %s", self.endpoint.name, entry.name)
-            self.stats.dropped += 1
+            self.stats.drop(1)
             return True
         try:
             async with asyncio.timeout(self.endpoint.effective_timeout):
                 response = await client.post(self.endpoint.url, content=body, headers={"Content-Type": MEDIA_TYPE})
         except (httpx.HTTPError, TimeoutError) as exc:
-            self.stats.errors += 1
+            self.stats.unanswered()
             log.warning("notifications: endpoint %s: %s", self.endpoint.name, _describe(exc))
             return False
         self.stats.answered(response.status_code)

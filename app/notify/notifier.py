@@ -66,7 +66,7 @@ class Notifier:
         data = json.dumps(record(request, action, target, self.source), ensure_ascii=False).encode()
         await run(_append_all, [o.spool for o in outlets], data)
         for outlet in outlets:
-            outlet.stats.events += 1
+            outlet.stats.spooled()
             outlet.wake.set()
 
     def stats(self) -> dict[str, EndpointStats]:

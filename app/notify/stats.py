@@ -5,6 +5,9 @@ registry:2 exports these families (``notifications/metrics.go``; go-metrics appe
 ``PENDING_TOTAL{endpoint}`` and ``STATUS_TOTAL{code,endpoint}`` with code like "200 OK". The
 counters below map onto them one to one; ``dropped`` (spool bound reached) is Kura's own.
 
+Every change goes through one of the methods below, so wiring these into the metrics layer is one
+line in each.
+
 Counters count what this process did: events it spooled, and deliveries while it led the endpoint.
 ``pending`` is the spool's length as last seen by this process's leader (the spool is shared, so
 ``Spool.pending()`` gives the exact figure from any process).
@@ -33,6 +36,18 @@ class EndpointStats:
     pending: int = 0
     leader: bool = False
     statuses: Counter[str] = field(default_factory=Counter)
+
+    def spooled(self) -> None:
+        self.events += 1
+
+    def unanswered(self) -> None:
+        self.errors += 1
+
+    def drop(self, count: int) -> None:
+        self.dropped += count
+
+    def set_pending(self, count: int) -> None:
+        self.pending = count
 
     def answered(self, status: int) -> None:
         try:
