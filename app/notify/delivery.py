@@ -55,6 +55,7 @@ class Delivery:
 
     async def run(self) -> None:
         """Lead when possible, until cancelled."""
+        last_error = None
         while True:
             try:
                 lock = await run(self.spool.try_lead)
@@ -65,9 +66,11 @@ class Delivery:
                     finally:
                         self.stats.leader = False
                         lock.release()
-            except Exception:
-                # The spool's disk failing must not end delivery for good: say so, then try again.
-                log.exception("notifications: endpoint %s: delivery failed; retrying", self.endpoint.name)
+            except Exception as exc:
+                # The spool's disk failing must not end delivery for good: say so (once), then try again.
+                if repr(exc) != last_error:
+                    log.exception("notifications: endpoint %s: delivery failed; retrying", self.endpoint.name)
+                last_error = repr(exc)
             await asyncio.sleep(LEAD_POLL)
 
     async def _lead(self) -> None:
