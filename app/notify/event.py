@@ -65,11 +65,19 @@ def target(
 
 def references(body: bytes) -> list[dict[str, Any]]:
     """``Manifest.References()``: config then layers of an image, the children of an index."""
-    document = json.loads(body)
-    found = (
-        document.get("manifests") if "manifests" in document else [document.get("config"), *document.get("layers", [])]
-    )
-    return [{k: d[k] for k in _DESCRIPTOR_KEYS if k in d} for d in found or [] if isinstance(d, dict)]
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return []  # stored by another server and unreadable: nothing to list, and the pull still counts
+    if not isinstance(document, dict):
+        return []
+    if "manifests" in document:
+        found = document["manifests"]
+    else:
+        found = [document.get("config"), *(document.get("layers") or [])]
+    if not isinstance(found, list):
+        return []
+    return [{k: d[k] for k in _DESCRIPTOR_KEYS if k in d} for d in found if isinstance(d, dict)]
 
 
 def base_url(request: Request, configured: str | None) -> str:
