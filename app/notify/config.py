@@ -65,6 +65,14 @@ def _go_duration(value: timedelta) -> str:
 Duration = Annotated[timedelta, BeforeValidator(_duration), PlainSerializer(_go_duration, return_type=str)]
 
 
+def _header_value(name: str, value: Any) -> Any:
+    # Go reads the YAML text into a string; PyYAML has already typed it, so numbers are put back and
+    # booleans (yes, no, on, off, ...), whose text is lost, must be quoted.
+    if isinstance(value, bool):
+        raise ValueError(f"headers.{name}: YAML reads this value as a boolean; quote it")
+    return str(value) if isinstance(value, int | float) else value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -91,10 +99,10 @@ class Endpoint(_Section):
     @field_validator("headers", mode="before")
     @classmethod
     def _header_lists(cls, value: Any) -> Any:
-        # http.Header is map[string][]string; a lone string is the common slip, and means one value.
-        if isinstance(value, dict):
-            return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
-        return value
+        # http.Header is map[string][]string; a lone value is the common slip, and means one value.
+        if not isinstance(value, dict):
+            return value
+        return {k: [_header_value(k, v) for v in (vs if isinstance(vs, list) else [vs])] for k, vs in value.items()}
 
     @property
     def effective_timeout(self) -> float:

@@ -106,9 +106,19 @@ def test_integer_durations_are_nanoseconds() -> None:
     assert e.effective_timeout == 0.25
 
 
-def test_a_header_given_as_one_string_is_one_value() -> None:
-    e = Endpoint.model_validate({"name": "a", "url": "http://x/", "headers": {"X-Token": "abc", "X-Two": ["1", "2"]}})
-    assert e.headers == {"X-Token": ["abc"], "X-Two": ["1", "2"]}
+def test_a_header_given_as_one_value_is_one_value() -> None:
+    headers = {"X-Token": "abc", "X-Two": ["1", "2"], "X-Num": [42, 1.5], "X-One": 7}
+    e = Endpoint.model_validate({"name": "a", "url": "http://x/", "headers": headers})
+    assert e.headers == {"X-Token": ["abc"], "X-Two": ["1", "2"], "X-Num": ["42", "1.5"], "X-One": ["7"]}
+
+
+def test_a_header_yaml_reads_as_a_boolean_must_be_quoted(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text(
+        "notifications:\n  endpoints:\n    - name: a\n      url: http://x/\n      headers:\n        X-On: [yes]\n"
+    )
+    with pytest.raises(ConfigError, match="X-On: YAML reads this value as a boolean; quote it"):
+        load(str(path), environ={})
 
 
 def test_settings_survive_the_json_hand_off_to_workers() -> None:

@@ -26,7 +26,7 @@ import pytest
 
 from app.supervisor import BOOT_WINDOW
 from storage.spool import Spool
-from tests.e2e.servers import REPO, eventually, free_port, kura_argv, wait_ready
+from tests.e2e.servers import REGISTRY2, REPO, eventually, free_port, kura_argv, require, running, wait_ready
 from tests.oci import random_image, sha256
 
 Key = tuple[str, str, str | None, str | None]  # action, repository, digest, tag
@@ -64,6 +64,7 @@ class Receiver:
     port: int
     mode: str = "ok"
     arrivals: list[Arrival] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
 
@@ -76,6 +77,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.bodies.append(body)
                 mode = receiver.mode
                 status = 500 if mode == "fail" else 200
                 if mode == "slow":
@@ -297,3 +299,90 @@ def test_every_acknowledged_event_arrives_across_failures_and_sigkill(tmp_path: 
         f" spool files at restart {before_restart}, arrivals before the outage {stopped_at['arrivals']},"
         f" leader killed {first_leader}"
     )
+
+
+def same_workload(client: httpx.Client) -> None:
+    """Requests both servers take alike (registry:2 2.8 refuses a delete by tag, so there is none)."""
+    image = random_image(layers=1, seed=5, docker=True)
+
+    def upload(repo: str, data: bytes) -> None:
+        location = client.post(f"/v2/{repo}/blobs/uploads/").headers["location"]
+        separator = "&" if "?" in location else "?"
+        assert client.put(f"{location}{separator}digest={sha256(data)}", content=data).status_code == 201
+
+    for data in image.blobs.values():
+        upload("x", data)
+    accept = {"Accept": image.media_type}
+    manifest = {"Content-Type": image.media_type}
+    assert client.put("/v2/x/manifests/v1", content=image.manifest, headers=manifest).status_code == 201
+    assert client.get("/v2/x/manifests/v1", headers=accept).status_code == 200
+    assert client.head("/v2/x/manifests/v1", headers=accept).status_code == 200
+    assert client.get(f"/v2/x/manifests/{image.digest}", headers=accept).status_code == 200
+    layer = sha256(image.layers[0])
+    assert client.get(f"/v2/x/blobs/{layer}").status_code == 200
+    assert client.head(f"/v2/x/blobs/{layer}").status_code == 200
+    assert client.get(f"/v2/x/blobs/{sha256(b'absent')}").status_code == 404
+    assert client.post("/v2/y/blobs/uploads/", params={"mount": layer, "from": "x"}).status_code == 201
+    assert client.delete(f"/v2/y/blobs/{layer}").status_code == 202
+    for tag in ("v3", "v2"):
+        assert client.put(f"/v2/x/manifests/{tag}", content=image.manifest, headers=manifest).status_code == 201
+    assert client.delete(f"/v2/x/manifests/{image.digest}").status_code == 202
+
+
+def shape(event: dict[str, Any], base: str) -> dict[str, Any]:
+    """An event without what differs between two servers and two runs: ids, times, addresses."""
+    target = dict(event["target"])
+    if "url" in target:
+        assert target["url"].startswith(base)
+        target["url"] = target["url"][len(base) :]
+    return {
+        "keys": list(event),
+        "action": event["action"],
+        "target": list(target.items()),
+        "request": [list(event["request"]), event["request"]["method"], event["request"]["useragent"]],
+        "actor": event["actor"],
+        "source": list(event["source"]),
+    }
+
+
+@pytest.mark.e2e
+def test_kura_sends_what_registry2_sends(tmp_path: Path) -> None:
+    """The same requests to registry:2 (Debian's docker-registry) and to Kura: the same events, field
+    for field and in the same order, in the same envelope and media type."""
+    binary = require(REGISTRY2)
+    listener = reusable_socket(0)
+    receiver = Receiver(listener.getsockname()[1])
+    receiver.start(listener)
+    section = (
+        f"notifications:\n  endpoints:\n    - name: hook\n      url: http://127.0.0.1:{receiver.port}/events\n"
+        "      headers:\n        X-Hook: [kura-test]\n"
+    )
+    seen: dict[str, tuple[list[dict[str, Any]], list[bytes]]] = {}
+    for server in ("registry2", "kura"):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        root = tmp_path / server
+        config = tmp_path / f"{server}.yml"
+        config.write_text(
+            f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {root}\n"
+            f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{section}"
+        )
+        argv = (
+            [binary, "serve", str(config)]
+            if server == "registry2"
+            else kura_argv(str(root), port, "--config", str(config))
+        )
+        with running(argv, url, str(tmp_path / f"{server}.log")), httpx.Client(base_url=url, timeout=30) as client:
+            same_workload(client)
+            assert eventually(lambda: receiver.count() >= 16)  # registry:2 sends asynchronously too
+        with receiver.lock:
+            seen[server] = ([shape(a.event, url) for a in receiver.arrivals], list(receiver.bodies))
+            receiver.arrivals.clear()
+            receiver.bodies.clear()
+    receiver.stop()
+    registry2_events, registry2_bodies = seen["registry2"]
+    kura_events, kura_bodies = seen["kura"]
+    assert len(registry2_events) == 16
+    assert kura_events == registry2_events
+    for body in [*registry2_bodies, *kura_bodies]:
+        assert body.startswith(b'{\n   "events": [\n      {\n         "id": "')  # one event, Go's indent
