@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -50,16 +49,11 @@ def create_app(settings: Settings) -> Starlette:
         ),
     )
 
-    notifications = settings.notifications
-    notifier = (
-        Notifier(notifications, settings.root, settings.http.host, settings.listen()[1])
-        if notifications.active
-        else None
-    )
+    notifier = Notifier.of(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with notifier.delivering() if notifier else contextlib.nullcontext():
+        async with notifier.delivering() if notifier else nullcontext():
             yield
 
     app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
+from app.config import Settings
 from app.notify.config import Endpoint, Notifications
 from app.notify.delivery import Delivery
 from app.notify.event import Target, record
@@ -55,6 +56,13 @@ class Notifier:
         self.host = host
         # registry:2's SourceRecord: this machine and the configured port, and an id per start.
         self.source = {"addr": f"{socket.gethostname()}:{listen_port}", "instanceID": str(uuid.uuid4())}
+
+    @classmethod
+    def of(cls, settings: Settings) -> Notifier | None:
+        """The server's notifier; None when no endpoint is enabled, so that events cost nothing."""
+        if not settings.notifications.active:
+            return None
+        return cls(settings.notifications, settings.root, settings.http.host, settings.listen()[1])
 
     def wants(self, action: str, media_type: str | None = None) -> bool:
         return any(o.accepts(action, media_type) for o in self.outlets)
