@@ -18,7 +18,6 @@ from starlette.types import Scope
 
 MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
 BLOB_MEDIA_TYPE = "application/octet-stream"  # what registry:2's blob statter reports for every blob
-ACTIONS = ("push", "pull", "mount", "delete")
 # The fields of distribution.Descriptor: a reference is copied from the manifest with these only.
 _DESCRIPTOR_KEYS = ("mediaType", "size", "digest", "urls", "annotations", "platform")
 
@@ -88,10 +87,10 @@ def base_url(request: Request, configured: str | None) -> str:
     scheme, host = request.url.scheme, request.headers.get("host", "")
     forwarded = request.headers.get("forwarded")
     if forwarded:
-        first = forwarded.split(",", 1)[0]
-        pairs = dict(p.strip().split("=", 1) for p in first.split(";") if "=" in p)
-        scheme = pairs.get("proto", scheme).strip('"') or scheme
-        host = pairs.get("host", host).strip('"') or host
+        pairs = (p.split("=", 1) for p in forwarded.split(",", 1)[0].split(";") if "=" in p)
+        fields = {k.strip().lower(): v.strip().strip('"') for k, v in pairs}
+        scheme = fields.get("proto") or scheme
+        host = fields.get("host") or host
     else:
         scheme = request.headers.get("x-forwarded-proto") or scheme
         host = request.headers.get("x-forwarded-host", host).split(",", 1)[0].strip() or host

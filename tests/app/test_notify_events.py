@@ -287,6 +287,15 @@ async def test_basic_credentials_alone_name_no_actor(client: httpx.AsyncClient, 
     assert spooled(root)[0]["actor"] == {}
 
 
+async def test_the_forwarded_header_wins_over_x_forwarded(notified: Settings, root: str) -> None:
+    headers = {"Forwarded": 'for=192.0.2.1;Proto=https;host="reg.example:8443", for=10.0.0.1', "X-Forwarded-Host": "no"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(notified)), base_url=BASE, headers=headers
+    ) as c:
+        digest = await push_blob(c, "r", b"hello")
+    assert spooled(root)[0]["target"]["url"] == f"https://reg.example:8443/v2/r/blobs/{digest}"
+
+
 async def test_http_host_sets_the_url(notified: Settings, root: str) -> None:
     notified.http.host = "https://registry.example.com/"
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(notified)), base_url=BASE) as c:
