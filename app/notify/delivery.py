@@ -112,10 +112,9 @@ class Delivery:
         entries = self.spool.pending()
         excess = sum(e.size for e in entries) - self.endpoint.maxspoolbytes
         dropped = 0
-        while excess > 0 and entries:
-            oldest = entries.pop(0)
-            self.spool.remove(oldest)
-            excess -= oldest.size
+        while excess > 0 and dropped < len(entries):
+            self.spool.remove(entries[dropped])
+            excess -= entries[dropped].size
             dropped += 1
         if dropped:
             self.stats.drop(dropped)
@@ -125,7 +124,7 @@ class Delivery:
                 self.endpoint.maxspoolbytes,
                 dropped,
             )
-        return entries
+        return entries[dropped:]
 
     async def _send(self, client: httpx.AsyncClient, entry: Entry) -> bool:
         """Whether the event is done with: delivered, or unreadable (then dropped and counted)."""
