@@ -16,11 +16,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.notify.config import Notifications
+
 ENV_PREFIX = "REGISTRY_"
 CONFIG_PATH_ENV = "REGISTRY_CONFIGURATION_PATH"
 DEFAULT_ROOT = "/var/lib/registry"
 SETTINGS_ENV = "KURA_SETTINGS_JSON"  # hands the resolved settings to worker processes
-REFUSED = ("auth", "proxy", "redis", "notifications")
+REFUSED = ("auth", "proxy", "redis")
 DRIVERS = ("filesystem", "inmemory")
 STORAGE_OPTIONS = ("delete", "maintenance", "cache", "redirect", "tag")
 
@@ -85,6 +87,7 @@ class Settings(_Section):
     storage: Storage = Storage()
     http: HTTP = HTTP()
     catalog: Catalog = Catalog()
+    notifications: Notifications = Notifications()
 
     @property
     def root(self) -> str:

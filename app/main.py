@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.catchall import CatchAll
 from app.config import Settings
 from app.errors import HANDLERS
+from app.notify.notifier import Notifier
 from app.routes import ROUTES
 from app.zerocopy import ZeroCopySend
 from storage import Options, Registry, drivers
@@ -51,18 +52,22 @@ def open_registry(settings: Settings) -> Registry:
 
 
 def create_app(settings: Settings) -> Starlette:
+    notifier = Notifier.of(settings)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Threads and caches live exactly as long as the server: created here, released on shutdown.
         app.state.registry = open_registry(settings)
         try:
-            yield
+            async with notifier.delivering() if notifier else nullcontext():
+                yield
         finally:
             await app.state.registry.close()
 
     app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
     app.state.settings = settings
     app.add_middleware(CatchAll)  # inside CommonHeaders: a 500 gets the common headers too
+    app.state.notifier = notifier
     app.add_middleware(CommonHeaders)
     return app
 
