@@ -59,7 +59,7 @@ def create_app(settings: Settings) -> Starlette:
         # Threads and caches live exactly as long as the server: created here, released on shutdown.
         app.state.registry = open_registry(settings)
         try:
-            async with notifier.delivering() if notifier else nullcontext():
+            async with notifier.delivering(app.state.registry.driver) if notifier else nullcontext():
                 yield
         finally:
             await app.state.registry.close()

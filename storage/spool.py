@@ -1,131 +1,111 @@
-"""A durable, ordered queue of opaque records in one directory: the notification spool.
+"""A durable, ordered queue of opaque records in one driver directory: the notification spool.
 
-Every file operation of the spool is here, behind four verbs (``append``, ``pending``, ``read``,
-``remove``) and a leader lock, so the spool can later move behind the storage driver unchanged.
+Four verbs (``append``, ``pending``, ``read``, ``remove``) and a leader lock, all through the storage
+driver, so the spool works on any driver the registry runs on.
 
-Layout of ``<directory>``::
+Layout of ``<directory>`` (``kura/notifications/<endpoint>/`` for a notification endpoint)::
 
-    <ns:020d>-<pid>-<seq>-<size>.event   one record, complete once it has this name
-    .<...>.tmp                           a record being written; never listed, swept when old
-    leader.lock                          flock'd by the one process that delivers
+    <ns:020d>-<pid>-<seq>-<size>.event   one record
+    leader.lock                          locked by the one process that delivers
 
-Consistency model: a record is written to a dot-named temporary file, fsync'd, renamed to its final
-name and the directory fsync'd, so a listed record is always whole and a writer killed at any point
-leaves at most a temporary file, which ``pending`` never returns. Names sort in append order: the
+Consistency model: a record is stored with the driver's ``put_content``, which is atomic and durable
+(on the filesystem: a temporary file under ``kura/tmp/``, fsync, rename, directory fsync), so a
+listed record is always whole, and a writer killed at any point leaves at most a temporary file
+outside the spool, which the driver removes once it is an hour old. Names sort in append order: the
 wall clock in nanoseconds first, then the writer's pid and its own counter, so two processes never
 make the same name and a record appended after another one was acknowledged sorts after it (across
-processes this trusts the wall clock not to step back between the two). The
-size is in the name so that bounding the spool needs no ``stat`` per record.
+processes this trusts the wall clock not to step back between the two). The size is in the name so
+that bounding the spool needs no ``stat`` per record.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import fcntl
 import itertools
 import os
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from storage.fs import fsync_dir
+from storage import paths
+from storage.driver import Busy, PathNotFound, StorageDriver
 
 SUFFIX = ".event"
 LOCK_NAME = "leader.lock"
+PARSE_BATCH = 4096  # names parsed between two yields to the event loop: a long spool never stalls it
 _NAME = re.compile(r"(\d{20})-(\d+)-(\d+)-(\d+)\.event")
 _counter = itertools.count()
 _last_ns = 0
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Entry:
+@dataclass(frozen=True, slots=True)
+class SpoolEntry:
     name: str
     size: int
 
 
 class Spool:
-    def __init__(self, directory: str) -> None:
+    def __init__(self, driver: StorageDriver, directory: str) -> None:
+        self.driver = driver
         self.directory = directory
 
-    def append(self, data: bytes) -> Entry:
+    @classmethod
+    def of_endpoint(cls, driver: StorageDriver, endpoint: str) -> Spool:
+        """The spool of a notification endpoint (``endpoint`` is already one safe path component)."""
+        return cls(driver, paths.notification_spool(endpoint))
+
+    def _path(self, name: str) -> str:
+        return paths.join(self.directory, name)
+
+    async def append(self, data: bytes) -> SpoolEntry:
         """Store ``data`` durably as the newest record."""
         global _last_ns
-        os.makedirs(self.directory, exist_ok=True)
         # Never backwards within a process, even if the wall clock steps back.
         _last_ns = max(time.time_ns(), _last_ns + 1)
         name = f"{_last_ns:020d}-{os.getpid()}-{next(_counter)}-{len(data)}{SUFFIX}"
-        tmp = os.path.join(self.directory, f".{name}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp, os.path.join(self.directory, name))
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        fsync_dir(self.directory)
-        return Entry(name, len(data))
+        await self.driver.put_content(self._path(name), data, durable=True)
+        return SpoolEntry(name, len(data))
 
-    def pending(self) -> list[Entry]:
-        """Every complete record, oldest first."""
+    async def pending(self) -> list[SpoolEntry]:
+        """Every record, oldest first."""
         try:
-            with os.scandir(self.directory) as entries:
-                found = [Entry(e.name, int(m[4])) for e in entries if (m := _NAME.fullmatch(e.name))]
-        except FileNotFoundError:
+            names = await self.driver.list(self.directory)
+        except PathNotFound:
             return []
-        found.sort()
+        names.sort()  # the order of the names is the order of appends (see above)
+        found: list[SpoolEntry] = []
+        for start in range(0, len(names), PARSE_BATCH):
+            if start:
+                await asyncio.sleep(0)
+            found.extend(
+                SpoolEntry(n, int(m[4])) for n in names[start : start + PARSE_BATCH] if (m := _NAME.fullmatch(n))
+            )
         return found
 
-    def read(self, entry: Entry) -> bytes | None:
+    async def read(self, entry: SpoolEntry) -> bytes | None:
         """The record's bytes, None when it has been removed meanwhile."""
         try:
-            with open(os.path.join(self.directory, entry.name), "rb") as f:
-                return f.read()
-        except FileNotFoundError:
+            return await self.driver.get_content(self._path(entry.name))
+        except PathNotFound:
             return None
 
-    def remove(self, entry: Entry) -> None:
-        """Forget a record (delivered or dropped). Not fsync'd: a record that reappears after a power
-        loss is delivered again, which at-least-once allows."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(self.directory, entry.name))
+    async def remove(self, entry: SpoolEntry) -> None:
+        """Forget a record (delivered or dropped). Not made durable: a record that reappears after a
+        power loss is delivered again, which at-least-once allows."""
+        with contextlib.suppress(PathNotFound):
+            await self.driver.delete(self._path(entry.name))
 
-    def sweep(self, older_than: float) -> int:
-        """Remove temporary files left by writers that died more than ``older_than`` seconds ago."""
-        removed = 0
-        limit = time.time() - older_than
-        try:
-            with os.scandir(self.directory) as entries:
-                stale = [e.path for e in entries if e.name.endswith(".tmp") and e.stat().st_mtime < limit]
-        except FileNotFoundError:
-            return 0
-        for path in stale:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-                removed += 1
-        return removed
-
-    def try_lead(self) -> LeaderLock | None:
-        """The leader lock when no other holder has it; the kernel frees it when its holder dies."""
-        os.makedirs(self.directory, exist_ok=True)
-        fd = os.open(os.path.join(self.directory, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        return LeaderLock(fd)
-
-
-class LeaderLock:
-    """An flock held on an open file of its own: another open, even in this process, cannot take it."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd: int | None = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+    @contextlib.asynccontextmanager
+    async def leading(self) -> AsyncIterator[bool]:
+        """Whether this holder leads, for as long as the context lasts: the leader lock, had at once
+        or not at all. One holder at a time, across processes, and even within one process; on the
+        filesystem it is an flock, which the kernel frees when its holder dies."""
+        async with contextlib.AsyncExitStack() as held:
+            try:
+                await held.enter_async_context(self.driver.lock(self._path(LOCK_NAME), create=True))
+                leads = True
+            except Busy:
+                leads = False
+            yield leads

@@ -2,9 +2,10 @@
 
 Every worker runs a ``Delivery`` per endpoint, but only the holder of the spool's leader lock sends;
 the others retry the lock every ``LEAD_POLL`` seconds, so a worker takes over when the leader dies
-(the kernel drops a dead process's flock). An event leaves the spool only after the endpoint answered
-2xx or 3xx (after redirects), as in registry:2; anything else is retried with the same bytes, hence
-the same event id, and nothing behind it is sent first.
+(on the filesystem driver the lock is an flock, which the kernel drops when its process dies). An
+event leaves the spool only after the endpoint answered 2xx or 3xx (after redirects), as in
+registry:2; anything else is retried with the same bytes, hence the same event id, and nothing
+behind it is sent first.
 
 Retries follow registry:2's breaker (``notifications/sinks.go``): the first ``threshold`` consecutive
 failures are retried at once, then each further one waits ``backoff``, doubling up to ``maxbackoff``
@@ -27,13 +28,11 @@ import httpx
 from app.notify.config import Endpoint
 from app.notify.event import MEDIA_TYPE, envelope
 from app.notify.stats import EndpointStats
-from storage.executor import run
-from storage.spool import Entry, Spool
+from storage import Spool, SpoolEntry
 
 LEAD_POLL = 0.5  # seconds between tries at the leader lock: the longest a dead leader's spool waits
 IDLE_POLL = 0.2  # seconds between looks at an empty spool (other workers append to it too)
 RESCAN = 5.0  # least seconds between re-listings of a non-empty spool, which also enforce its bound
-STALE_TMP = 600.0  # seconds after which a temporary file is a dead writer's and is swept
 
 log = logging.getLogger("kura.notifications")
 
@@ -58,14 +57,13 @@ class Delivery:
         last_error = None
         while True:
             try:
-                lock = await run(self.spool.try_lead)
-                if lock is not None:
-                    self.stats.leader = True
-                    try:
-                        await self._lead()
-                    finally:
-                        self.stats.leader = False
-                        lock.release()
+                async with self.spool.leading() as leads:
+                    if leads:
+                        self.stats.leader = True
+                        try:
+                            await self._lead()
+                        finally:
+                            self.stats.leader = False
             except Exception as exc:
                 # The spool's disk failing must not end delivery for good: say so (once), then try again.
                 if repr(exc) != last_error:
@@ -81,14 +79,13 @@ class Delivery:
             transport=self.transport,
             trust_env=not _loopback(self.endpoint.url),  # Go never proxies loopback either
         ) as client:
-            await run(self.spool.sweep, STALE_TMP)
-            backlog: deque[Entry] = deque()
+            backlog: deque[SpoolEntry] = deque()
             next_scan = 0.0
             failures = 0
             while True:
                 if not backlog or time.monotonic() > next_scan:
                     began = time.monotonic()
-                    backlog = deque(await run(self._scan))
+                    backlog = deque(await self._scan())
                     # A spool of 100,000 events takes ~0.7 s to list: list it at most 5% of the time.
                     next_scan = time.monotonic() + max(RESCAN, 20 * (time.monotonic() - began))
                 self.stats.set_pending(len(backlog))
@@ -97,7 +94,7 @@ class Delivery:
                     continue
                 entry = backlog[0]
                 if await self._send(client, entry):
-                    await run(self.spool.remove, entry)
+                    await self.spool.remove(entry)
                     backlog.popleft()
                     failures = 0
                     continue
@@ -109,13 +106,13 @@ class Delivery:
             await asyncio.wait_for(self.wake.wait(), IDLE_POLL)
         self.wake.clear()
 
-    def _scan(self) -> list[Entry]:
+    async def _scan(self) -> list[SpoolEntry]:
         """The spool in order, after dropping its oldest events if it outgrew ``maxspoolbytes``."""
-        entries = self.spool.pending()
+        entries = await self.spool.pending()
         excess = sum(e.size for e in entries) - self.endpoint.maxspoolbytes
         dropped = 0
         while excess > 0 and dropped < len(entries):
-            self.spool.remove(entries[dropped])
+            await self.spool.remove(entries[dropped])
             excess -= entries[dropped].size
             dropped += 1
         if dropped:
@@ -128,9 +125,9 @@ class Delivery:
             )
         return entries[dropped:]
 
-    async def _send(self, client: httpx.AsyncClient, entry: Entry) -> bool:
+    async def _send(self, client: httpx.AsyncClient, entry: SpoolEntry) -> bool:
         """Whether the event is done with: delivered, or unreadable (then dropped and counted)."""
-        data = await run(self.spool.read, entry)
+        data = await self.spool.read(entry)
         if data is None:
             return True  # removed meanwhile (the bound): nothing left to send
         try:

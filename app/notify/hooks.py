@@ -10,15 +10,11 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+from app.http import registry
 from app.notify.event import BLOB_MEDIA_TYPE, base_url, references, target
 from app.notify.notifier import Notifier
-from storage import tags
-from storage.blobs import BlobInfo
-from storage.digest import Digest
+from storage import BlobInfo, Manifest, is_tag
 from storage.errors import StorageError
-from storage.executor import run
-from storage.manifests import Manifest
-from storage.names import is_tag, validate_name
 
 
 def notifier(request: Request) -> Notifier | None:
@@ -79,14 +75,9 @@ async def tags_of(request: Request, name: str, reference: str) -> list[str]:
     if n is None or not n.wants("delete") or is_tag(reference):
         return []
     try:
-        digest = Digest.parse(reference)
-        validate_name(name)
+        return await registry(request).tags_of(name, reference)
     except StorageError:
         return []  # the delete itself reports the bad name or digest
-    # A storage query the Registry façade lacks; it reads the tags as tags.pointing_at does for delete.
-    registry = request.app.state.registry
-    found: list[str] = await run(tags.pointing_at, registry.paths, name, digest)
-    return found
 
 
 def _base(request: Request, n: Notifier) -> str:

@@ -1,10 +1,10 @@
 """The server's notifier: spools each event for every endpoint that wants it, and runs the deliveries.
 
 An event is spooled after the storage change it describes is committed and before the response is
-sent. So a client that saw a 2xx can count on the event (it is on disk, fsync'd, before the client
-hears anything), and no event describes a change that did not happen. A crash between the commit and
-the spool write loses that one event, but its client sees no success either and retries, as it does
-for any failed push.
+sent. So a client that saw a 2xx can count on the event (it is stored durably, on the filesystem
+driver fsync'd, before the client hears anything), and no event describes a change that did not
+happen. A crash between the commit and the spool write loses that one event, but its client sees no
+success either and retries, as it does for any failed push.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -25,33 +24,30 @@ from app.notify.config import Endpoint, Notifications
 from app.notify.delivery import Delivery
 from app.notify.event import Target, record
 from app.notify.stats import EndpointStats
-from storage.executor import run
-from storage.spool import Spool
-
-
-def spool_root(root: str) -> str:
-    """Kura-private state beside registry:2's tree, which registry:2 never looks at."""
-    return os.path.join(root, "kura", "notifications")
+from storage import Spool, StorageDriver
 
 
 @dataclass
 class Outlet:
-    """One endpoint: its filters, its spool and its counters."""
+    """One endpoint: its filters, its counters and, once the server has started, its spool."""
 
     endpoint: Endpoint
-    spool: Spool
     stats: EndpointStats
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    spool: Spool | None = None
+
+    def started_spool(self) -> Spool:
+        if self.spool is None:
+            raise RuntimeError("the notifier has not started: run the app's lifespan (Notifier.delivering)")
+        return self.spool
 
     def accepts(self, action: str, media_type: str | None) -> bool:
         return action not in self.endpoint.ignore.actions and media_type not in self.endpoint.ignored_media_types
 
 
 class Notifier:
-    def __init__(self, config: Notifications, root: str, host: str | None, listen_port: int) -> None:
-        self.outlets = [
-            Outlet(e, Spool(os.path.join(spool_root(root), e.spool_name)), EndpointStats(e.name)) for e in config.active
-        ]
+    def __init__(self, config: Notifications, host: str | None, listen_port: int) -> None:
+        self.outlets = [Outlet(e, EndpointStats(e.name)) for e in config.active]
         self.include_references = config.events.includereferences
         self.host = host
         # registry:2's SourceRecord: this machine and the configured port, and an id per start.
@@ -62,7 +58,7 @@ class Notifier:
         """The server's notifier; None when no endpoint is enabled, so that events cost nothing."""
         if not settings.notifications.active:
             return None
-        return cls(settings.notifications, settings.root, settings.http.host, settings.listen()[1])
+        return cls(settings.notifications, settings.http.host, settings.listen()[1])
 
     def wants(self, action: str, media_type: str | None = None) -> bool:
         return any(o.accepts(action, media_type) for o in self.outlets)
@@ -72,7 +68,9 @@ class Notifier:
         if not outlets:
             return
         data = json.dumps(record(request, action, target, self.source), ensure_ascii=False).encode()
-        await run(_append_all, [o.spool for o in outlets], data)
+        spools = [o.started_spool() for o in outlets]
+        # Every spool, or the request fails: its client retries, as for any failed push.
+        await asyncio.gather(*(spool.append(data) for spool in spools))
         for outlet in outlets:
             outlet.stats.spooled()
             outlet.wake.set()
@@ -81,17 +79,17 @@ class Notifier:
         return {o.endpoint.name: o.stats for o in self.outlets}
 
     @contextlib.asynccontextmanager
-    async def delivering(self) -> AsyncIterator[None]:
-        """Runs every endpoint's delivery for the lifetime of the server process."""
-        tasks = [asyncio.create_task(Delivery(o.endpoint, o.spool, o.stats, o.wake).run()) for o in self.outlets]
+    async def delivering(self, driver: StorageDriver) -> AsyncIterator[None]:
+        """Spools on ``driver`` (the registry's) and runs every endpoint's delivery, for the lifetime
+        of the server process."""
+        for outlet in self.outlets:
+            outlet.spool = Spool.of_endpoint(driver, outlet.endpoint.spool_name)
+        tasks = [
+            asyncio.create_task(Delivery(o.endpoint, o.started_spool(), o.stats, o.wake).run()) for o in self.outlets
+        ]
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _append_all(spools: list[Spool], data: bytes) -> None:
-    for spool in spools:
-        spool.append(data)
