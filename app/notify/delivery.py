@@ -102,8 +102,11 @@ class Delivery:
                 await asyncio.sleep(retry_delay(self.endpoint, failures))
 
     async def _idle(self) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that comes as
+        # the event is set (an event spooled just before shutdown), and the server never stops.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), IDLE_POLL)
+            async with asyncio.timeout(IDLE_POLL):
+                await self.wake.wait()
         self.wake.clear()
 
     async def _scan(self) -> list[SpoolEntry]:

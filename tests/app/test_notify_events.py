@@ -7,17 +7,20 @@ import os
 import re
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings
-from app.main import create_app
 from app.notify.event import envelope, references
-from storage.spool import Spool
+from storage import Spool
+from storage.driver import PathNotFound
+from tests.conftest import client_of, started
 from tests.oci import OCI_INDEX, OCI_MANIFEST, index_of, push_blob, push_image, random_image, sha256
 
 BLOB = "application/octet-stream"
@@ -32,9 +35,18 @@ def configure(settings: Settings, *endpoints: dict[str, Any], references: bool =
     return Settings.model_validate(document)
 
 
-def spooled(root: str, endpoint: str = "hook") -> list[dict[str, Any]]:
-    spool = Spool(os.path.join(root, "kura", "notifications", endpoint))
-    return [json.loads(spool.read(e) or b"") for e in spool.pending()]
+async def spooled(app: Starlette, endpoint: str = "hook") -> list[dict[str, Any]]:
+    """The endpoint's spool, read through the app's own storage driver."""
+    spool = Spool.of_endpoint(app.state.registry.driver, endpoint)
+    return [json.loads(await spool.read(e) or b"") for e in await spool.pending()]
+
+
+async def has_spool(app: Starlette, endpoint: str) -> bool:
+    try:
+        await app.state.registry.driver.list(f"kura/notifications/{endpoint}")
+    except PathNotFound:
+        return False
+    return True
 
 
 def brief(events: list[dict[str, Any]]) -> list[tuple[str, str | None, str | None]]:
@@ -58,18 +70,25 @@ class AsUser:
 
 
 @pytest.fixture
-async def client(notified: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(notified), raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
+async def app(notified: Settings) -> AsyncIterator[Starlette]:
+    async with started(notified) as application:
+        yield application
+
+
+@asynccontextmanager
+async def wrapped(app: ASGIApp, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of ``app`` as wrapped by middleware (client_of takes the bare app only)."""
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE, **options) as c:
         yield c
 
 
 async def test_a_pushed_image_spools_blob_then_manifest_pushes_with_every_field(
-    client: httpx.AsyncClient, root: str
+    client: httpx.AsyncClient, app: Starlette
 ) -> None:
     image = random_image(seed=1)
     digest = await push_image(client, "team/app", image, "v1")
-    events = spooled(root)
+    events = await spooled(app)
     assert brief(events) == [("push", d, None) for d in image.blobs] + [("push", digest, "v1")]
     for event, (blob, data) in zip(events, image.blobs.items(), strict=False):
         assert event["target"] == {
@@ -106,27 +125,27 @@ async def test_a_pushed_image_spools_blob_then_manifest_pushes_with_every_field(
 
 
 @pytest.mark.parametrize("mode", ["monolithic", "post", "chunked", "stream"])
-async def test_each_upload_mode_is_one_push_at_commit(client: httpx.AsyncClient, root: str, mode: str) -> None:
+async def test_each_upload_mode_is_one_push_at_commit(client: httpx.AsyncClient, app: Starlette, mode: str) -> None:
     data = os.urandom(3000)
     digest = await push_blob(client, "r", data, mode)  # type: ignore[arg-type]
-    events = spooled(root)
+    events = await spooled(app)
     assert brief(events) == [("push", digest, None)]
     assert events[0]["request"]["method"] == ("POST" if mode == "post" else "PUT")
 
 
-async def test_pulls_by_tag_digest_head_and_range(client: httpx.AsyncClient, root: str) -> None:
+async def test_pulls_by_tag_digest_head_and_range(client: httpx.AsyncClient, app: Starlette) -> None:
     """GET and HEAD are both pulls, as in registry:2 (both run GetManifest / ServeBlob)."""
     image = random_image(seed=2, layers=1)
     digest = await push_image(client, "r", image, "latest")
     layer = sha256(image.layers[0])
-    pushed = len(spooled(root))
+    pushed = len(await spooled(app))
     assert (await client.get("/v2/r/manifests/latest")).status_code == 200
     assert (await client.get(f"/v2/r/manifests/{digest}")).status_code == 200
     assert (await client.head("/v2/r/manifests/latest")).status_code == 200
     assert (await client.get(f"/v2/r/blobs/{layer}")).status_code == 200
     assert (await client.head(f"/v2/r/blobs/{layer}")).status_code == 200
     assert (await client.get(f"/v2/r/blobs/{layer}", headers={"Range": "bytes=0-9"})).status_code == 206
-    events = spooled(root)[pushed:]
+    events = (await spooled(app))[pushed:]
     assert brief(events) == [
         ("pull", digest, "latest"),
         ("pull", digest, None),
@@ -140,7 +159,7 @@ async def test_pulls_by_tag_digest_head_and_range(client: httpx.AsyncClient, roo
     assert events[0]["target"]["mediaType"] == OCI_MANIFEST
 
 
-async def test_failures_make_no_events(client: httpx.AsyncClient, root: str) -> None:
+async def test_failures_make_no_events(client: httpx.AsyncClient, app: Starlette) -> None:
     """Only what happened is reported: 4xx answers spool nothing."""
     assert (await client.get("/v2/r/manifests/missing")).status_code == 404
     assert (await client.head(f"/v2/r/blobs/{sha256(b'x')}")).status_code == 404
@@ -149,10 +168,10 @@ async def test_failures_make_no_events(client: httpx.AsyncClient, root: str) -> 
     r = await client.put("/v2/r/manifests/t", content=b"{}", headers={"Content-Type": OCI_MANIFEST})
     assert r.status_code == 400
     assert (await client.delete(f"/v2/r/blobs/{sha256(b'x')}")).status_code == 404
-    assert spooled(root) == []
+    assert (await spooled(app)) == []
 
 
-async def test_mounts_name_where_the_blob_came_from(client: httpx.AsyncClient, root: str) -> None:
+async def test_mounts_name_where_the_blob_came_from(client: httpx.AsyncClient, app: Starlette) -> None:
     data = os.urandom(500)
     digest = await push_blob(client, "src", data)
     r = await client.post("/v2/dst/blobs/uploads/", params={"mount": digest, "from": "src"})
@@ -161,7 +180,7 @@ async def test_mounts_name_where_the_blob_came_from(client: httpx.AsyncClient, r
     assert r.status_code == 201
     r = await client.post("/v2/dst/blobs/uploads/", params={"mount": sha256(b"absent"), "from": "src"})
     assert r.status_code == 202  # no mount happened: an upload session, and no event
-    mounts = spooled(root)[1:]
+    mounts = (await spooled(app))[1:]
     assert [e["action"] for e in mounts] == ["mount", "mount"]
     assert mounts[0]["target"] == {
         "mediaType": BLOB,
@@ -175,18 +194,18 @@ async def test_mounts_name_where_the_blob_came_from(client: httpx.AsyncClient, r
     assert "fromRepository" not in mounts[1]["target"] and mounts[1]["target"]["repository"] == "other"
 
 
-async def test_deletes_carry_only_repository_and_digest_or_tag(client: httpx.AsyncClient, root: str) -> None:
+async def test_deletes_carry_only_repository_and_digest_or_tag(client: httpx.AsyncClient, app: Starlette) -> None:
     image = random_image(seed=3, layers=1)
     digest = await push_image(client, "r", image, "a")
     r = await client.put("/v2/r/manifests/b", content=image.manifest, headers={"Content-Type": OCI_MANIFEST})
     assert r.status_code == 201
     other = await push_image(client, "r", random_image(seed=4, layers=1), "c")
     layer = sha256(image.layers[0])
-    before = len(spooled(root))
+    before = len(await spooled(app))
     assert (await client.delete("/v2/r/manifests/c")).status_code == 202
     assert (await client.delete(f"/v2/r/manifests/{digest}")).status_code == 202
     assert (await client.delete(f"/v2/r/blobs/{layer}")).status_code == 202
-    events = spooled(root)[before:]
+    events = (await spooled(app))[before:]
     # Deleting a manifest by digest also deletes its tags, each with its own event (registry:2).
     assert [e["target"] for e in events] == [
         {"repository": "r", "tag": "c"},
@@ -201,112 +220,109 @@ async def test_deletes_carry_only_repository_and_digest_or_tag(client: httpx.Asy
     assert other not in {e["target"].get("digest") for e in events}
 
 
-async def test_refused_deletes_make_no_events(settings: Settings, root: str) -> None:
+async def test_refused_deletes_make_no_events(settings: Settings) -> None:
     settings.storage.delete.enabled = False
-    app = create_app(configure(settings, {"name": "hook", "url": "http://127.0.0.1:9/"}))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
-        digest = await push_image(c, "r", random_image(seed=5, layers=1), "t")
-        before = spooled(root)
-        assert (await c.delete(f"/v2/r/manifests/{digest}")).status_code == 405
-    assert spooled(root) == before
+    async with started(configure(settings, {"name": "hook", "url": "http://127.0.0.1:9/"})) as app:
+        async with client_of(app) as c:
+            digest = await push_image(c, "r", random_image(seed=5, layers=1), "t")
+            before = await spooled(app)
+            assert (await c.delete(f"/v2/r/manifests/{digest}")).status_code == 405
+        assert await spooled(app) == before
 
 
-async def test_includereferences_lists_config_and_layers_or_children(settings: Settings, root: str) -> None:
-    app = create_app(configure(settings, {"name": "hook", "url": "http://127.0.0.1:9/"}, references=True))
+async def test_includereferences_lists_config_and_layers_or_children(settings: Settings) -> None:
     image = random_image(seed=6, layers=2)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
-        digest = await push_image(c, "r", image, None)
-        index = index_of([image])
-        r = await c.put("/v2/r/manifests/multi", content=index, headers={"Content-Type": OCI_INDEX})
-        assert r.status_code == 201
-    manifest_event, index_event = spooled(root)[-2:]
+    configured = configure(settings, {"name": "hook", "url": "http://127.0.0.1:9/"}, references=True)
+    async with started(configured) as app:
+        async with client_of(app) as c:
+            digest = await push_image(c, "r", image, None)
+            index = index_of([image])
+            r = await c.put("/v2/r/manifests/multi", content=index, headers={"Content-Type": OCI_INDEX})
+            assert r.status_code == 201
+        manifest_event, index_event = (await spooled(app))[-2:]
     document = json.loads(image.manifest)
     assert manifest_event["target"]["references"] == [document["config"], *document["layers"]]
     assert index_event["target"]["references"] == json.loads(index)["manifests"]
     assert index_event["target"]["references"][0]["digest"] == digest
 
 
-async def test_filters_per_endpoint(settings: Settings, root: str) -> None:
+async def test_filters_per_endpoint(settings: Settings) -> None:
     """ignore.actions and (ignore.mediatypes + ignoredmediatypes) filter each endpoint on its own."""
-    app = create_app(
-        configure(
-            settings,
-            {"name": "all", "url": "http://127.0.0.1:9/"},
-            {"name": "nopull", "url": "http://127.0.0.1:9/", "ignore": {"actions": ["pull"]}},
-            {"name": "noblob", "url": "http://127.0.0.1:9/", "ignoredmediatypes": [BLOB]},
-            {"name": "nomanifest", "url": "http://127.0.0.1:9/", "ignore": {"mediatypes": [OCI_MANIFEST]}},
-            {"name": "off", "url": "http://127.0.0.1:9/", "disabled": True},
-        )
+    configured = configure(
+        settings,
+        {"name": "all", "url": "http://127.0.0.1:9/"},
+        {"name": "nopull", "url": "http://127.0.0.1:9/", "ignore": {"actions": ["pull"]}},
+        {"name": "noblob", "url": "http://127.0.0.1:9/", "ignoredmediatypes": [BLOB]},
+        {"name": "nomanifest", "url": "http://127.0.0.1:9/", "ignore": {"mediatypes": [OCI_MANIFEST]}},
+        {"name": "off", "url": "http://127.0.0.1:9/", "disabled": True},
     )
     image = random_image(seed=7, layers=1)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
-        digest = await push_image(c, "r", image, "t")
-        assert (await c.get("/v2/r/manifests/t")).status_code == 200
-    blobs = [("push", d, None) for d in image.blobs]
-    assert brief(spooled(root, "all")) == [*blobs, ("push", digest, "t"), ("pull", digest, "t")]
-    assert brief(spooled(root, "nopull")) == [*blobs, ("push", digest, "t")]
-    assert brief(spooled(root, "noblob")) == [("push", digest, "t"), ("pull", digest, "t")]
-    assert brief(spooled(root, "nomanifest")) == blobs
-    assert not os.path.exists(os.path.join(root, "kura", "notifications", "off"))
+    async with started(configured) as app:
+        async with client_of(app) as c:
+            digest = await push_image(c, "r", image, "t")
+            assert (await c.get("/v2/r/manifests/t")).status_code == 200
+        blobs = [("push", d, None) for d in image.blobs]
+        assert brief(await spooled(app, "all")) == [*blobs, ("push", digest, "t"), ("pull", digest, "t")]
+        assert brief(await spooled(app, "nopull")) == [*blobs, ("push", digest, "t")]
+        assert brief(await spooled(app, "noblob")) == [("push", digest, "t"), ("pull", digest, "t")]
+        assert brief(await spooled(app, "nomanifest")) == blobs
+        assert not await has_spool(app, "off")
 
 
-async def test_the_actor_is_the_verified_user_and_proxies_are_honoured(notified: Settings, root: str) -> None:
-    app = AsUser(create_app(notified), "alice")
+async def test_the_actor_is_the_verified_user_and_proxies_are_honoured(app: Starlette) -> None:
     headers = {
         "X-Forwarded-For": "203.0.113.7, 10.0.0.1",
         "X-Forwarded-Host": "reg.example",
         "X-Forwarded-Proto": "https",
     }
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE, headers=headers) as c:
+    async with wrapped(AsUser(app, "alice"), headers=headers) as c:
         digest = await push_blob(c, "r", b"hello")
-    event = spooled(root)[0]
+    event = (await spooled(app))[0]
     assert event["actor"] == {"name": "alice"}
     assert event["request"]["addr"] == "203.0.113.7"
     assert event["target"]["url"] == f"https://reg.example/v2/r/blobs/{digest}"
 
 
-async def test_the_actor_may_come_from_the_auth_layers_principal(notified: Settings, root: str) -> None:
+async def test_the_actor_may_come_from_the_auth_layers_principal(app: Starlette) -> None:
     @dataclass
     class Principal:
         name: str | None
 
     async def with_principal(scope: Scope, receive: Receive, send: Send) -> None:
         scope["kura.principal"] = Principal("bob")
-        await inner(scope, receive, send)
+        await app(scope, receive, send)
 
-    inner = create_app(notified)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=with_principal), base_url=BASE) as c:
+    async with wrapped(with_principal) as c:
         await push_blob(c, "r", b"hello")
-    assert spooled(root)[0]["actor"] == {"name": "bob"}
+    assert (await spooled(app))[0]["actor"] == {"name": "bob"}
 
 
-async def test_basic_credentials_alone_name_no_actor(client: httpx.AsyncClient, root: str) -> None:
+async def test_basic_credentials_alone_name_no_actor(client: httpx.AsyncClient, app: Starlette) -> None:
     """registry:2 falls back to the unverified Basic user name; Kura names only a verified user."""
     r = await client.post("/v2/r/blobs/uploads/", params={"digest": sha256(b"x")}, content=b"x", auth=("mallory", "pw"))
     assert r.status_code == 201
-    assert spooled(root)[0]["actor"] == {}
+    assert (await spooled(app))[0]["actor"] == {}
 
 
-async def test_the_forwarded_header_wins_over_x_forwarded(notified: Settings, root: str) -> None:
+async def test_the_forwarded_header_wins_over_x_forwarded(app: Starlette) -> None:
     headers = {"Forwarded": 'for=192.0.2.1;Proto=https;host="reg.example:8443", for=10.0.0.1', "X-Forwarded-Host": "no"}
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(notified)), base_url=BASE, headers=headers
-    ) as c:
+    async with wrapped(app, headers=headers) as c:
         digest = await push_blob(c, "r", b"hello")
-    assert spooled(root)[0]["target"]["url"] == f"https://reg.example:8443/v2/r/blobs/{digest}"
+    assert (await spooled(app))[0]["target"]["url"] == f"https://reg.example:8443/v2/r/blobs/{digest}"
 
 
-async def test_http_host_sets_the_url(notified: Settings, root: str) -> None:
+async def test_http_host_sets_the_url(notified: Settings) -> None:
     notified.http.host = "https://registry.example.com/"
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(notified)), base_url=BASE) as c:
+    async with started(notified) as app, client_of(app) as c:
         digest = await push_blob(c, "r", b"hello")
-    assert spooled(root)[0]["target"]["url"] == f"https://registry.example.com/v2/r/blobs/{digest}"
+        assert (await spooled(app))[0]["target"]["url"] == f"https://registry.example.com/v2/r/blobs/{digest}"
 
 
-async def test_no_endpoints_no_spool(settings: Settings, root: str) -> None:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings)), base_url=BASE) as c:
+async def test_no_endpoints_no_spool(settings: Settings) -> None:
+    async with started(settings) as app, client_of(app) as c:
         await push_blob(c, "r", b"hello")
-    assert not os.path.exists(os.path.join(root, "kura"))
+        assert app.state.notifier is None
+        assert not await has_spool(app, "")
 
 
 def test_the_envelope_is_one_event_indented_as_go_does() -> None:
