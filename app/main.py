@@ -66,8 +66,8 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
     app.state.settings = settings
-    app.add_middleware(CatchAll)  # inside CommonHeaders: a 500 gets the common headers too
     app.state.notifier = notifier
+    app.add_middleware(CatchAll)  # inside CommonHeaders: a 500 gets the common headers too
     app.add_middleware(CommonHeaders)
     return app
 

@@ -69,7 +69,8 @@ class Notifier:
             return
         data = json.dumps(record(request, action, target, self.source), ensure_ascii=False).encode()
         spools = [o.started_spool() for o in outlets]
-        # Every spool, or the request fails: its client retries, as for any failed push.
+        # The endpoints' writes at once (each waits on its fsync). If one fails, so does the request,
+        # and its client retries, as for any failed push.
         await asyncio.gather(*(spool.append(data) for spool in spools))
         for outlet in outlets:
             outlet.stats.spooled()
