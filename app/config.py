@@ -19,12 +19,13 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from app.auth.settings import Auth, Kura
+from app.notify.config import Notifications
 
 ENV_PREFIX = "REGISTRY_"
 CONFIG_PATH_ENV = "REGISTRY_CONFIGURATION_PATH"
 DEFAULT_ROOT = "/var/lib/registry"
 SETTINGS_ENV = "KURA_SETTINGS_JSON"  # hands the resolved settings to worker processes
-REFUSED = ("proxy", "redis", "notifications")
+REFUSED = ("proxy", "redis")
 AUTH_KINDS = ("htpasswd", "token")
 DRIVERS = ("filesystem", "inmemory")
 STORAGE_OPTIONS = ("delete", "maintenance", "cache", "redirect", "tag")
@@ -158,6 +159,7 @@ class Settings(_Section):
     auth: Auth = Auth()
     kura: Kura = Kura()  # Kura's own keys; registry:2 ignores the section
     health: Health = Health()
+    notifications: Notifications = Notifications()
 
     @property
     def root(self) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -13,6 +13,7 @@ from app.catchall import CatchAll
 from app.config import Settings
 from app.errors import HANDLERS
 from app.health import Health, HealthGate
+from app.notify.notifier import Notifier
 from app.observe import Observe
 from app.routes import ROUTES
 from app.zerocopy import ZeroCopySend
@@ -46,7 +47,7 @@ class CommonHeaders:
 def open_registry(settings: Settings) -> Registry:
     """The storage the settings name, with its driver, caches and threads (close it when done)."""
     driver = drivers.create(settings.storage.driver(), {"rootdirectory": settings.root})
-    if settings.http.debug.addr and settings.http.debug.prometheus.enabled:
+    if settings.http.debug.addr and settings.http.debug.prometheus.enabled:  # as the Observe middleware counts
         driver = drivers.InstrumentedDriver(driver, metrics.observe_storage_action)
     options = Options(
         delete_enabled=settings.storage.delete.enabled,
@@ -57,13 +58,17 @@ def open_registry(settings: Settings) -> Registry:
 
 def create_app(settings: Settings) -> Starlette:
     health = Health(settings.health.storagedriver)
+    notifier = Notifier.of(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Threads and caches live exactly as long as the server: created here, released on shutdown.
         app.state.registry = open_registry(settings)
         try:
-            async with health.polling(app.state.registry.driver):
+            async with (
+                health.polling(app.state.registry.driver),
+                notifier.delivering(app.state.registry.driver) if notifier else nullcontext(),
+            ):
                 yield
         finally:
             await app.state.registry.close()
@@ -80,10 +85,11 @@ def create_app(settings: Settings) -> Starlette:
         from app.auth.middleware import AuthMiddleware
 
         app.add_middleware(AuthMiddleware, **middleware_options(settings, ROUTES))
+    app.state.notifier = notifier
     app.add_middleware(CatchAll)  # inside CommonHeaders: a 500 gets the common headers too
     app.add_middleware(CommonHeaders, headers=settings.http.headers)
-    metrics = bool(settings.http.debug.addr) and settings.http.debug.prometheus.enabled
-    app.add_middleware(Observe, metrics=metrics, access_log=not settings.log.accesslog.disabled)
+    counted = bool(settings.http.debug.addr) and settings.http.debug.prometheus.enabled
+    app.add_middleware(Observe, metrics=counted, access_log=not settings.log.accesslog.disabled)
     return app
 
 

@@ -117,6 +117,33 @@ bytes_deduplicated = Gauge(
 )
 
 
+notification_events = Counter(
+    "registry_notifications_events",  # the client appends _total, as go-metrics does
+    "Notification events by type (Events spooled, Successes, Failures, Errors), per endpoint.",
+    ["type", "endpoint"],
+    registry=REGISTRY,
+)
+notification_pending = Gauge(
+    "registry_notifications_pending_total",
+    "Events waiting in the endpoint's spool, as its sender last saw it.",
+    ["endpoint"],
+    multiprocess_mode="max",  # one process sends per endpoint; the others report 0
+    registry=REGISTRY,
+)
+notification_status = Counter(
+    "registry_notifications_status",
+    "Notification answers by status, per endpoint.",
+    ["code", "endpoint"],
+    registry=REGISTRY,
+)
+notification_dropped = Counter(
+    "kura_notifications_dropped",
+    "Events dropped unsent because the endpoint's spool exceeded its bound.",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+
+
 def observe_storage_action(driver: str, action: str, seconds: float) -> None:
     """One storage driver call (``GetContent``, ``PutContent``, ``Stat``, ``List``, ``Move``, ``Delete``, ...)."""
     storage_action.labels(driver, action).observe(seconds)

@@ -12,7 +12,9 @@ from storage.blobs import BlobInfo
 from storage.driver import FileReader, PathNotFound, StorageDriver
 from storage.manifests import MAX_SIZE as MAX_MANIFEST_SIZE
 from storage.manifests import Manifest
+from storage.names import is_tag
 from storage.registry import Options, Registry
+from storage.spool import Spool, SpoolEntry
 
 __all__ = [
     "MAX_MANIFEST_SIZE",
@@ -22,8 +24,11 @@ __all__ = [
     "Options",
     "PathNotFound",
     "Registry",
+    "Spool",
+    "SpoolEntry",
     "StorageDriver",
     "drivers",
     "errors",
+    "is_tag",
     "mediatypes",
 ]

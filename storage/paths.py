@@ -14,6 +14,7 @@
 
     <root>/kura/                                             Kura's own state (registry:2 never looks here)
       locks/<kind>/<xx>                                      lock_stripe (advisory locks shared by all workers)
+      notifications/<endpoint>/                              notification_spool (storage.spool)
 
 Link files hold exactly ``<alg>:<hex>`` with no newline. Paths are relative to the storage driver's
 root. Callers validate names, tags, digests and upload ids before they get here (``storage.names``);
@@ -40,6 +41,10 @@ def lock_stripe(kind: str, key: str) -> str:
     """One of 256 lock files for ``kind``; unrelated keys may share one, which only serialises them."""
     stripe = hashlib.sha256(key.encode()).hexdigest()[:2]
     return join(KURA, "locks", kind, stripe)
+
+
+def notification_spool(endpoint: str) -> str:
+    return join(KURA, "notifications", endpoint)
 
 
 def blob_dir(digest: Digest) -> str:

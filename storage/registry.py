@@ -143,6 +143,10 @@ class Registry:
         self._deletable()
         await manifests.delete(self.driver, Name.parse(name), Reference.parse(reference))
 
+    async def tags_of(self, name: str, digest: str) -> list[str]:
+        """The tags that currently point at ``digest`` (those a delete of it by digest removes)."""
+        return await tags.pointing_at(self.driver, Name.parse(name), Digest.parse(digest))
+
     async def list_tags(self, name: str, limit: int | None = None, after: str | None = None) -> tuple[list[str], bool]:
         """Up to ``limit`` tags sorted after ``after``, and whether more follow."""
         listing = await tags.names(self.driver, Name.parse(name), self._tag_listings)

@@ -4,6 +4,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.http import byte_range, registry
+from app.notify import hooks as notify
 from app.responses import BlobResponse
 from storage import BlobInfo
 
@@ -19,7 +20,9 @@ def blob_headers(info: BlobInfo) -> dict[str, str]:
 
 
 async def head_blob(request: Request) -> Response:
-    info = await registry(request).stat_blob(request.path_params["name"], request.path_params["digest"])
+    name = request.path_params["name"]
+    info = await registry(request).stat_blob(name, request.path_params["digest"])
+    await notify.blob(request, "pull", name, info)
     headers = blob_headers(info) | {"Content-Length": str(info.size)}
     return Response(headers=headers, media_type="application/octet-stream")
 
@@ -27,9 +30,11 @@ async def head_blob(request: Request) -> Response:
 async def get_blob(request: Request) -> Response:
     if request.method == "HEAD":
         return await head_blob(request)
-    info, reader = await registry(request).open_blob(request.path_params["name"], request.path_params["digest"])
+    name = request.path_params["name"]
+    info, reader = await registry(request).open_blob(name, request.path_params["digest"])
     try:
         span = byte_range(request.headers.get("range"), info.size)
+        await notify.blob(request, "pull", name, info)
     except BaseException:
         reader.close()
         raise
@@ -42,5 +47,7 @@ async def get_blob(request: Request) -> Response:
 
 
 async def delete_blob(request: Request) -> Response:
-    await registry(request).delete_blob(request.path_params["name"], request.path_params["digest"])
+    name, digest = request.path_params["name"], request.path_params["digest"]
+    await registry(request).delete_blob(name, digest)
+    await notify.deleted(request, name, digest)
     return Response(status_code=202, headers={"Content-Length": "0"})

@@ -5,13 +5,16 @@ from starlette.responses import Response
 
 from app.errors import Code, OCIError
 from app.http import registry
+from app.notify import hooks as notify
 from storage import MAX_MANIFEST_SIZE as MAX_SIZE
 
 
 async def get_manifest(request: Request) -> Response:
     # Served as stored, whatever Accept says: every client we know sends a full Accept list, and
     # answering 404 to an old one (registry:2's behaviour for OCI types) helps nobody.
-    manifest = await registry(request).get_manifest(request.path_params["name"], request.path_params["reference"])
+    name, reference = request.path_params["name"], request.path_params["reference"]
+    manifest = await registry(request).get_manifest(name, reference)
+    await notify.manifest(request, "pull", name, reference, manifest)
     digest = str(manifest.digest)
     headers = {"Docker-Content-Digest": digest, "ETag": f'"{digest}"'}
     return Response(manifest.body, headers=headers, media_type=manifest.media_type)
@@ -25,6 +28,7 @@ async def put_manifest(request: Request) -> Response:
         if len(data) > MAX_SIZE:
             raise OCIError(Code.SIZE_INVALID, "manifest too large", {"max": MAX_SIZE}, status=413)
     manifest = await registry(request).put_manifest(name, reference, bytes(data), request.headers.get("content-type"))
+    await notify.manifest(request, "push", name, reference, manifest)
     digest = str(manifest.digest)
     headers = {"Location": f"/v2/{name}/manifests/{digest}", "Docker-Content-Digest": digest, "Content-Length": "0"}
     if manifest.subject is not None:
@@ -33,5 +37,8 @@ async def put_manifest(request: Request) -> Response:
 
 
 async def delete_manifest(request: Request) -> Response:
-    await registry(request).delete_manifest(request.path_params["name"], request.path_params["reference"])
+    name, reference = request.path_params["name"], request.path_params["reference"]
+    tagged = await notify.tags_of(request, name, reference)
+    await registry(request).delete_manifest(name, reference)
+    await notify.deleted(request, name, reference, tagged)
     return Response(status_code=202, headers={"Content-Length": "0"})

@@ -5,6 +5,7 @@ from starlette.responses import Response
 
 from app.errors import Code, OCIError
 from app.http import body, content_length, content_range, has_body, registry, upload_range
+from app.notify import hooks as notify
 from storage import BlobInfo
 from storage.errors import DigestInvalid
 
@@ -41,10 +42,12 @@ async def start_upload(request: Request) -> Response:
             # registry:2 ignores a mount digest it cannot parse and opens a session (the spec's 202).
             info = None
         if info is not None:
+            await notify.blob(request, "mount", name, info, query.get("from"))
             return _created(name, info)
     elif "digest" in query:
         # Monolithic upload in a single POST (spec: end-4b).
         info = await reg.put_blob(name, query["digest"], body(request), content_length(request))
+        await notify.blob(request, "push", name, info)
         return _created(name, info)
     upload_id = await reg.start_upload(name)
     return _session(name, upload_id, 0, 202)
@@ -90,6 +93,7 @@ async def finish_upload(request: Request) -> Response:
         info = await reg.commit_upload(name, upload_id, digest, body(request), content_length(request))
     else:
         info = await reg.commit_upload(name, upload_id, digest)
+    await notify.blob(request, "push", name, info)
     return _created(name, info)
 
 
