@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
+from typing import BinaryIO, ParamSpec, TypeVar
 
 import aiofiles.os
 
@@ -86,7 +86,7 @@ class FilesystemDriver:
     def _put(self, target: str, data: bytes, durable: bool) -> None:
         tmp = self._temp_file()
         try:
-            with open(tmp, "wb") as f:
+            with self._create(tmp) as f:
                 f.write(data)
                 if durable:
                     f.flush()
@@ -105,6 +105,14 @@ class FilesystemDriver:
         except OSError:
             pass  # housekeeping must never fail a write
         return os.path.join(self._tmp, f"{uuid.uuid4().hex}.tmp")
+
+    def _create(self, tmp: str) -> BinaryIO:
+        """A new temporary file, making ``kura/tmp/`` first when it is not there (a fresh root, or removed)."""
+        try:
+            return open(tmp, "xb")
+        except FileNotFoundError:
+            os.makedirs(self._tmp, exist_ok=True)
+            return open(tmp, "xb")
 
     def _purge_stale_temps(self) -> None:
         now = time.time()

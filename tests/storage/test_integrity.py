@@ -119,3 +119,11 @@ async def test_stale_temporary_files_are_removed(root: str) -> None:
     await driver.put_content("b", b"2")
     assert os.listdir(tmp) == ["fresh.tmp"]
     await driver.close()
+
+
+async def test_concurrent_first_writes_on_a_fresh_root(root: str) -> None:
+    """The first writes of a new root race to make kura/tmp/: none of them may fail for it."""
+    driver = FilesystemDriver(root)
+    await asyncio.gather(*(driver.put_content(f"d/{i}", b"x") for i in range(64)))
+    assert sorted(os.listdir(os.path.join(root, "d")), key=int) == [str(i) for i in range(64)]
+    await driver.close()
