@@ -114,8 +114,12 @@ class StorageDriver(Protocol):
         """Names of the direct children of a directory, unsorted."""
         ...
 
-    async def move(self, source: str, target: str) -> None:
-        """Rename atomically, replacing ``target``."""
+    async def move(self, source: str, target: str, *, durable: bool = True) -> None:
+        """Rename a file, or a directory and everything below it, atomically, replacing a ``target`` file.
+
+        ``durable=False`` skips making the rename survive a crash (garbage collection's moves to the
+        trash: after a crash the blob is in either place, and both are fine).
+        """
         ...
 
     async def delete(self, path: str) -> None:

@@ -167,17 +167,18 @@ class FilesystemDriver:
         except _MISSING:
             raise PathNotFound(path) from None
 
-    async def move(self, source: str, target: str) -> None:
-        await self.run(self._move, self.full(source), self.full(target), source)
+    async def move(self, source: str, target: str, *, durable: bool = True) -> None:
+        await self.run(self._move, self.full(source), self.full(target), source, durable)
 
-    def _move(self, source: str, target: str, name: str) -> None:
+    def _move(self, source: str, target: str, name: str, durable: bool) -> None:
         try:
             _replace(source, target)
         except _MISSING:
             if not os.path.exists(source):
                 raise PathNotFound(name) from None
             raise
-        _fsync_dir(os.path.dirname(target))
+        if durable:
+            _fsync_dir(os.path.dirname(target))
 
     async def delete(self, path: str) -> None:
         await self.run(self._delete, self.full(path), path)

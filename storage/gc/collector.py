@@ -1,0 +1,319 @@
+"""One garbage collection over a storage driver: operations.md §1.3's collector, steps 0-5.
+
+0. The leader lock (``kura/gc/leader.lock``), then T0, before anything is read.
+1-2. Per repository, streamed: read its links, apply its retention policy (untag), mark, evict
+   past its size cap, then delete the revisions nothing keeps (re-checked under their stripe).
+3-4. One streamed walk of ``blobs/``: unmarked blobs whose liveness (the newest of their data's
+   mtime and of every link to them) is older than T0 - grace are swept under their stripe lock.
+5. Tidy: layer links to blobs that are gone, repositories left empty, stale uploads; the trash of
+   earlier runs; the state file and generation.
+
+Memory: the digests the kept manifests need (a set), the newest link mtime of every linked digest
+(a dict), and the swept digests and orphaned layer links of this run: about 200 bytes per distinct
+blob, whatever the number of repositories. One repository's links are held at a time, and blob
+candidates are swept in batches while the walk goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from storage import links, paths
+from storage.digest import Digest
+from storage.driver import PathNotFound, StorageDriver
+from storage.errors import StorageError
+from storage.gc import inventory, mark, retention, state, sweep
+from storage.gc.config import GCConfig, RetentionPolicy, UploadPurging
+from storage.gc.inventory import Inventory, Tag
+from storage.gc.report import NO_REPOSITORY, Report
+
+log = logging.getLogger("kura.gc")
+
+BATCH = 2048  # blob candidates swept at a time
+TAG_LOCK_WAIT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    grace: float = 7200.0
+    delete_untagged: bool = False
+    orphan_referrers: bool = True
+    dry_run: bool = False
+    offline: bool = False  # the registry is stopped: no grace period, the trash is erased at once
+    trash_delay: float = 3600.0
+    retention: Sequence[RetentionPolicy] = ()
+    uploads: UploadPurging | None = None  # purge stale uploads with these settings; None: leave them
+
+    @classmethod
+    def of(
+        cls, gc: GCConfig, policies: Sequence[RetentionPolicy], uploads: UploadPurging | None, **overrides: object
+    ) -> Settings:
+        values: dict[str, object] = {
+            "grace": gc.grace,
+            "delete_untagged": gc.deleteuntagged,
+            "orphan_referrers": gc.orphanreferrers,
+            "trash_delay": gc.trashdelay,
+            "retention": tuple(policies),
+            "uploads": uploads if uploads is not None and uploads.enabled else None,
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+async def collect(driver: StorageDriver, settings: Settings) -> Report:
+    """Run one collection; ``storage.driver.Busy`` when another collector holds the leader lock."""
+    async with state.leader(driver):
+        return await Collection(driver, settings).run()
+
+
+@dataclass(slots=True)
+class _Leftover:
+    """What tidy needs of a repository once the blobs are swept."""
+
+    orphans: list[Digest]  # layer links nothing the repository keeps needs
+    deleted: list[Digest]  # its manifests deleted in this run
+    others_remain: bool  # revisions, tags or uploads remain
+    layer_count: int
+
+
+@dataclass(slots=True)
+class Collection:
+    driver: StorageDriver
+    settings: Settings
+    t0_ns: int = field(default_factory=time.time_ns)
+    needed: set[Digest] = field(default_factory=set)
+    linked: dict[Digest, int] = field(default_factory=dict)  # the newest link mtime of each linked digest
+    swept: dict[Digest, int] = field(default_factory=dict)  # blob -> size
+    leftovers: dict[str, _Leftover] = field(default_factory=dict)
+    policies_run: set[str] = field(default_factory=set)
+    report: Report = field(init=False)
+    cutoff_ns: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        grace = 0.0 if self.settings.offline else self.settings.grace
+        self.cutoff_ns = self.t0_ns - int(grace * 1e9)
+        self.report = Report(self.t0_ns, grace, self.settings.dry_run, self.settings.offline)
+
+    @property
+    def dry(self) -> bool:
+        return self.settings.dry_run
+
+    async def run(self) -> Report:
+        saved = await state.load(self.driver)
+        trash = sweep.Trash(self.driver, self.t0_ns)
+        if not self.dry:
+            self.report.trash_emptied = await trash.empty(self.t0_ns - int(self.settings.trash_delay * 1e9))
+        async for name in inventory.repositories(self.driver):
+            await self._repository(name, saved)
+        await self._blobs(trash)
+        await self._tidy()
+        if not self.dry and self.settings.offline:
+            await trash.empty(self.t0_ns + 1)  # nothing can be reading a stopped registry's blobs
+        self.report.finished_ns = time.time_ns()
+        saved.policies = sorted(set(saved.policies) | self.policies_run)
+        if not self.dry:
+            if self.report.blobs_deleted or self.report.manifests_deleted or self.report.tags_removed:
+                saved.generation += 1
+            if self.settings.uploads is not None and not self.settings.uploads.dryrun:
+                saved.uploads_purged_ns = self.t0_ns
+        saved.runs.append(self.report.summary() | {"generation": saved.generation})
+        await state.save(self.driver, saved)
+        log.info("%s", self.report.render(quiet=True).strip())
+        return self.report
+
+    # -- per repository --------------------------------------------------------------------------
+
+    async def _repository(self, name: str, saved: state.State) -> None:
+        found = await inventory.read(self.driver, name)
+        report = self.report.repository(name)
+        self.report.repositories_seen += 1
+        self.report.manifests_seen += len(found.revisions)
+
+        chosen = retention.policy_for(self.settings.retention, name)
+        policy = chosen[1] if chosen else None
+        delete_untagged = self.settings.delete_untagged
+        policy_dry = self.dry
+        if policy is not None:
+            if policy.deleteuntagged is not None:
+                delete_untagged = policy.deleteuntagged
+            fingerprint = retention.fingerprint(policy)
+            self.policies_run.add(fingerprint)
+            policy_dry = self.dry or policy.dryrun or fingerprint not in saved.policies
+            for tag, why in retention.tags_to_remove(policy, found, self.t0_ns):
+                await self._untag(found, tag, why, policy_dry)
+
+        docs = await mark.documents(self.driver, found)
+        rules = mark.Rules(self.cutoff_ns, delete_untagged, self.settings.orphan_referrers)
+        marking = mark.mark(found, docs, rules)
+        if policy is not None and policy.sizecap is not None:
+            evicted, capped = retention.evict(
+                policy.sizecap, found, marking, lambda out: mark.mark(found, docs, rules, out)
+            )
+            tagged = found.tagged()
+            for digest in sorted(evicted, key=str):
+                log.info("retention: %s: %s evicted by the size cap%s", name, digest, " (dry run)" * policy_dry)
+                for tag in tagged.get(digest, []):
+                    await self._untag(found, tag, "evicted by the size cap", policy_dry)
+            if evicted and (not policy_dry or self.dry):
+                marking = capped
+
+        self.needed |= marking.needs
+        for digest, mtime in (*found.revisions.items(), *found.layers.items()):
+            if mtime > self.linked.get(digest, 0):
+                self.linked[digest] = mtime
+
+        history: dict[Digest, list[str]] = {}
+        for tag, info in found.tags.items():
+            for digest in info.history:
+                history.setdefault(digest, []).append(tag)
+        if self.dry:
+            deleted = list(marking.doomed)
+        else:
+            deleted, postponed = await sweep.manifests(self.driver, name, marking.doomed, history, self.cutoff_ns)
+            self.report.postponed += postponed
+            for digest in set(marking.doomed) - set(deleted):
+                self._keep(digest, marking)
+            await sweep.dangling_links(self.driver, name, marking.dangling, layers=False)
+        report.manifests = sorted(deleted, key=str)
+
+        purged = await self._purge_uploads(found)
+        report.uploads = purged
+        remaining = len(found.revisions) - len(deleted) - len(marking.dangling)
+        tags_left = any(t.digest is not None for t in found.tags.values())
+        self.leftovers[name] = _Leftover(
+            [d for d in found.layers if d not in marking.needs],
+            deleted,
+            remaining > 0 or tags_left or len(found.uploads) > purged,
+            len(found.layers),
+        )
+
+    def _keep(self, digest: Digest, marking: mark.Marking) -> None:
+        """A doomed manifest was touched during the run: it and what it references stay."""
+        self.needed.add(digest)
+        doc = marking.documents.get(digest)
+        if doc is not None:
+            self.needed.update(doc.blobs)
+            self.needed.update(doc.children)
+
+    async def _untag(self, found: Inventory, tag: str, why: str, dry: bool) -> None:
+        info = found.tags[tag]
+        if dry:
+            done = True
+        else:
+            done = await self._untag_unchanged(found.name, tag, info)
+        if not done:
+            log.info("retention: %s:%s was pushed again during the run; kept", found.name, tag)
+            return
+        log.info("retention: %s: %s tag %s (%s)", found.name, "would remove" if dry else "removed", tag, why)
+        self.report.repository(found.name).untagged.append((tag, why))
+        if done and (not dry or self.dry):
+            del found.tags[tag]  # a policy that is dry while the run is not changes nothing
+
+    async def _untag_unchanged(self, name: str, tag: str, seen: Tag) -> bool:
+        """Remove the tag unless it moved or was pushed again since it was read (as a v3 tag delete)."""
+        current = paths.tag_current_link(name, tag)
+        async with self.driver.lock(paths.lock_stripe("tags", name), wait=TAG_LOCK_WAIT, create=True):
+            (info,) = await self.driver.stat_many([current])
+            if info is None or info.mtime_ns != seen.pushed_ns or await links.read(self.driver, current) != seen.digest:
+                return False
+            try:
+                await self.driver.delete(paths.tag_dir(name, tag))
+            except PathNotFound:
+                return False
+        return True
+
+    async def _purge_uploads(self, found: Inventory) -> int:
+        purging = self.settings.uploads
+        if purging is None:
+            return 0
+        purged = 0
+        for upload in found.uploads:
+            started = upload.started_ns if upload.started_ns is not None else upload.newest_ns
+            if self.t0_ns - started <= purging.age * 1e9:
+                continue
+            purged += 1
+            if self.dry or purging.dryrun:
+                log.info("upload purging: %s: would remove upload %s", found.name, upload.upload_id)
+                continue
+            try:
+                await self.driver.delete(paths.upload(found.name, upload.upload_id))
+            except PathNotFound:
+                pass
+        return purged
+
+    # -- blobs -----------------------------------------------------------------------------------
+
+    async def _blobs(self, trash: sweep.Trash) -> None:
+        batch: list[sweep.Candidate] = []
+        async for info in self.driver.walk(paths.BLOBS):
+            parts = info.path[len(paths.BLOBS) + 1 :].split("/")
+            if len(parts) != 4 or parts[3] != "data":
+                continue
+            try:
+                digest = Digest.parse(f"{parts[0]}:{parts[2]}")
+            except StorageError:
+                continue
+            self.report.blobs_seen += 1
+            if digest in self.needed:
+                self.report.blobs_marked += 1
+                continue
+            if max(info.mtime_ns or self.t0_ns, self.linked.get(digest, 0)) >= self.cutoff_ns:
+                continue  # young: within the grace period
+            batch.append(sweep.Candidate(digest, info.size))
+            if len(batch) >= BATCH:
+                await self._sweep(batch, trash)
+                batch = []
+        if batch:
+            await self._sweep(batch, trash)
+
+    async def _sweep(self, batch: list[sweep.Candidate], trash: sweep.Trash) -> None:
+        if self.dry:
+            swept = batch
+        else:
+            swept, postponed = await sweep.blobs(self.driver, batch, self.cutoff_ns, trash)
+            self.report.postponed += postponed
+        for candidate in swept:
+            self.swept[candidate.digest] = candidate.size
+            self.report.blobs_deleted += 1
+            self.report.bytes_freed += candidate.size
+
+    # -- tidy ------------------------------------------------------------------------------------
+
+    async def _tidy(self) -> None:
+        attributed: set[Digest] = set()
+        for name, left in self.leftovers.items():
+            report = self.report.repository(name)
+            for digest in (*left.orphans, *left.deleted):
+                if digest in self.swept:
+                    report.blobs[digest] = self.swept[digest]
+                    attributed.add(digest)
+            if self.dry:
+                removed = [d for d in left.orphans if d in self.swept]
+            else:
+                removed = await sweep.dangling_links(self.driver, name, left.orphans, layers=True)
+            report.layer_links = len(removed)
+            if not left.others_remain and len(removed) == left.layer_count:
+                report.removed = self.dry or await self._remove_if_empty(name)
+        unlinked = self.report.repository(NO_REPOSITORY)
+        for digest, blob_size in self.swept.items():
+            if digest not in attributed:
+                unlinked.blobs[digest] = blob_size
+
+    async def _remove_if_empty(self, name: str) -> bool:
+        for directory in (paths.layers(name), paths.manifests(name), paths.uploads(name)):
+            async for _ in self.driver.walk(directory):
+                return False  # something arrived meanwhile
+        for directory in (paths.layers(name), paths.manifests(name), paths.uploads(name)):
+            try:
+                await self.driver.delete(directory)
+            except PathNotFound:
+                pass
+        try:
+            if not await self.driver.list(paths.repository(name)):
+                await self.driver.delete(paths.repository(name))
+        except PathNotFound:
+            pass
+        return True
