@@ -1,4 +1,4 @@
-"""``kura`` command line: ``kura serve`` (more commands join here)."""
+"""``kura`` command line: ``kura serve``, ``inspect``, ``demo``, ``garbage-collect``."""
 
 from __future__ import annotations
 
@@ -35,13 +35,18 @@ def default_root() -> str:
     return os.path.join(data_home, "kura")
 
 
-def resolve(args: argparse.Namespace) -> Settings:
-    settings = load(args.config)
-    if args.root:
-        settings.storage.filesystem.rootdirectory = args.root
+def resolve_storage(config: str | None, root: str | None) -> Settings:
+    settings = load(config)
+    if root:
+        settings.storage.filesystem.rootdirectory = root
     elif not settings.storage.filesystem.rootdirectory:
         settings.storage.filesystem.rootdirectory = default_root()
     settings.storage.filesystem.rootdirectory = os.path.abspath(settings.root)
+    return settings
+
+
+def resolve(args: argparse.Namespace) -> Settings:
+    settings = resolve_storage(args.config, args.root)
     host, port = settings.listen()
     if args.host or args.port:
         settings.http.addr = f"{args.host or host}:{args.port or port}"
@@ -205,6 +210,10 @@ def parser() -> argparse.ArgumentParser:
     d = commands.add_parser("demo", help="push BuildKit-realistic demo images (attestations, caches, artifacts)")
     d.add_argument("--registry", default="http://localhost:5000", help="registry URL (default http://localhost:5000)")
     d.set_defaults(func=demo)
+
+    from app import gc  # its parser only: the collector is imported when the command runs
+
+    gc.add_parser(commands)
     return top
 
 

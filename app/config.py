@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from storage.gc.config import GCConfig, RetentionPolicy, UploadPurging
+
 ENV_PREFIX = "REGISTRY_"
 CONFIG_PATH_ENV = "REGISTRY_CONFIGURATION_PATH"
 DEFAULT_ROOT = "/var/lib/registry"
@@ -56,6 +58,7 @@ class ReadOnlyMode(_Section):
 
 class Maintenance(_Section):
     readonly: ReadOnlyMode = ReadOnlyMode()
+    uploadpurging: UploadPurging = UploadPurging()
 
 
 class Storage(_Section):
@@ -79,12 +82,20 @@ class Catalog(_Section):
     maxentries: int = Field(1000, ge=1)
 
 
+class Kura(_Section):
+    """``kura:``, Kura's own settings (registry:2 ignores the section)."""
+
+    gc: GCConfig = GCConfig()
+    retention: list[RetentionPolicy] = Field(default_factory=list)
+
+
 class Settings(_Section):
     version: str | float = "0.1"  # YAML reads the customary `version: 0.1` as a number
     log: Log = Log()
     storage: Storage = Storage()
     http: HTTP = HTTP()
     catalog: Catalog = Catalog()
+    kura: Kura = Kura()
 
     @property
     def root(self) -> str:

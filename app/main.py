@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import gc
 from app.config import Settings
 from app.errors import HANDLERS
 from app.routes import ROUTES
@@ -45,6 +47,7 @@ def open_registry(settings: Settings) -> Registry:
     options = Options(
         delete_enabled=settings.storage.delete.enabled,
         read_only=settings.storage.maintenance.readonly.enabled,
+        gc_grace=settings.kura.gc.grace,
     )
     return Registry(driver, options)
 
@@ -54,9 +57,13 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Threads and caches live exactly as long as the server: created here, released on shutdown.
         app.state.registry = open_registry(settings)
+        collecting = gc.start(settings, app.state.registry)
         try:
             yield
         finally:
+            if collecting is not None:
+                collecting.cancel()
+                await asyncio.gather(collecting, return_exceptions=True)
             await app.state.registry.close()
 
     app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)

@@ -25,7 +25,7 @@ from storage import links, paths
 from storage.digest import Digest
 from storage.driver import PathNotFound, StorageDriver
 from storage.errors import StorageError
-from storage.gc import inventory, mark, retention, state, sweep
+from storage.gc import inventory, mark, purging, retention, state, sweep
 from storage.gc.config import GCConfig, RetentionPolicy, UploadPurging
 from storage.gc.inventory import Inventory, Tag
 from storage.gc.report import NO_REPOSITORY, Report
@@ -226,23 +226,12 @@ class Collection:
         return True
 
     async def _purge_uploads(self, found: Inventory) -> int:
-        purging = self.settings.uploads
-        if purging is None:
+        settings = self.settings.uploads
+        if settings is None:
             return 0
-        purged = 0
-        for upload in found.uploads:
-            started = upload.started_ns if upload.started_ns is not None else upload.newest_ns
-            if self.t0_ns - started <= purging.age * 1e9:
-                continue
-            purged += 1
-            if self.dry or purging.dryrun:
-                log.info("upload purging: %s: would remove upload %s", found.name, upload.upload_id)
-                continue
-            try:
-                await self.driver.delete(paths.upload(found.name, upload.upload_id))
-            except PathNotFound:
-                pass
-        return purged
+        old = purging.stale(found.uploads, settings.age, self.t0_ns)
+        await purging.purge(self.driver, found.name, old, self.dry or settings.dryrun)
+        return len(old)
 
     # -- blobs -----------------------------------------------------------------------------------
 

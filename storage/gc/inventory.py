@@ -77,7 +77,7 @@ async def read(driver: StorageDriver, name: str) -> Inventory:
     found = Inventory(name)
     await _manifests(driver, found)
     await _layers(driver, found)
-    await _uploads(driver, found)
+    found.uploads = await uploads(driver, name)
     await _pulls(driver, found)
     return found
 
@@ -122,8 +122,9 @@ async def _layers(driver: StorageDriver, found: Inventory) -> None:
                 found.layers[digest] = info.mtime_ns or 0
 
 
-async def _uploads(driver: StorageDriver, found: Inventory) -> None:
-    base = paths.uploads(found.name)
+async def uploads(driver: StorageDriver, name: str) -> list[Upload]:
+    """The repository's uploads, with their start times."""
+    base = paths.uploads(name)
     newest: dict[str, int] = {}
     started: set[str] = set()
     async for info in driver.walk(base):
@@ -131,11 +132,13 @@ async def _uploads(driver: StorageDriver, found: Inventory) -> None:
         newest[parts[0]] = max(newest.get(parts[0], 0), info.mtime_ns or 0)
         if parts[1:] == ["startedat"]:
             started.add(parts[0])
+    found: list[Upload] = []
     for upload_id, mtime in sorted(newest.items()):
         started_ns = None
         if upload_id in started:
-            started_ns = await _started_at(driver, paths.upload_started_at(found.name, upload_id))
-        found.uploads.append(Upload(upload_id, started_ns, mtime))
+            started_ns = await _started_at(driver, paths.upload_started_at(name, upload_id))
+        found.append(Upload(upload_id, started_ns, mtime))
+    return found
 
 
 async def _started_at(driver: StorageDriver, path: str) -> int | None:

@@ -65,6 +65,7 @@ class Report:
         """The run as state.json and metrics keep it."""
         return {
             "started": _iso(self.t0_ns),
+            "started_ns": self.t0_ns,
             "finished": _iso(self.finished_ns) if self.finished_ns else None,
             "seconds": round((self.finished_ns - self.t0_ns) / 1e9, 3) if self.finished_ns else None,
             "dry_run": self.dry_run,
