@@ -7,7 +7,7 @@ import json
 import pytest
 
 from app.images import buildkit
-from storage import Registry, StorageDriver, paths
+from storage import Registry, StorageDriver, mediatypes, paths
 from storage.digest import Digest
 from storage.driver import Busy, PathNotFound
 from storage.errors import ManifestBlobUnknown
@@ -63,11 +63,11 @@ async def _chain(registry: Registry) -> tuple[str, str, str]:
     """An image (tagged), an SBOM of it and a signature of the SBOM (both untagged referrers)."""
     image = buildkit.single_image("amd64", marker="signed")
     image_digest = await push(registry, "r/signed", image, "v1")
-    subject = buildkit.descriptor(buildkit.mediatypes.OCI_MANIFEST, image.root[0])
+    subject = buildkit.descriptor(mediatypes.OCI_MANIFEST, image.root[0])
     sbom = buildkit.artifact_for(subject, "application/spdx+json", b'{"spdx":1}', "application/spdx+json")
     sbom_digest = await push(registry, "r/signed", sbom)
     signature = buildkit.artifact_for(
-        buildkit.descriptor(buildkit.mediatypes.OCI_MANIFEST, sbom.root[0]),
+        buildkit.descriptor(mediatypes.OCI_MANIFEST, sbom.root[0]),
         "application/vnd.dev.cosign.artifact.sig.v1+json",
         b"signature",
         "application/vnd.dev.cosign.simplesigning.v1+json",
@@ -126,18 +126,18 @@ async def test_untagged_manifests_without_and_with_delete_untagged(registry: Reg
 async def test_fallback_tag_keeps_the_referrers_it_lists(registry: Registry, driver: StorageDriver) -> None:
     image = buildkit.single_image("amd64", marker="fallback")
     image_digest = await push(registry, "r/fb", image, "v1")
-    subject = buildkit.descriptor(buildkit.mediatypes.OCI_MANIFEST, image.root[0])
+    subject = buildkit.descriptor(mediatypes.OCI_MANIFEST, image.root[0])
     sig = buildkit.artifact_for(subject, "application/example", b"sig", "application/example")
     sig_digest = await push(registry, "r/fb", sig)
     fallback = buildkit.indented(
         {
             "schemaVersion": 2,
-            "mediaType": buildkit.mediatypes.OCI_INDEX,
-            "manifests": [buildkit.descriptor(buildkit.mediatypes.OCI_MANIFEST, sig.root[0])],
+            "mediaType": mediatypes.OCI_INDEX,
+            "manifests": [buildkit.descriptor(mediatypes.OCI_MANIFEST, sig.root[0])],
         }
     )
     tag = image_digest.replace(":", "-")
-    await registry.put_manifest("r/fb", tag, fallback, buildkit.mediatypes.OCI_INDEX)
+    await registry.put_manifest("r/fb", tag, fallback, mediatypes.OCI_INDEX)
     await registry.delete_manifest("r/fb", "v1")  # the image loses its tag; the fallback tag stays
     age(driver, 2 * HOUR)
 
