@@ -103,3 +103,13 @@ def varied_cache(build: int, image_manifest: bool) -> Content:
 
 def now_ns() -> int:
     return time.time_ns()
+
+
+def stamp(driver: StorageDriver, path: str, seconds_ago: float) -> None:
+    """Set one stored file's mtime to ``seconds_ago`` before now."""
+    when = time.time_ns() - int(seconds_ago * 1e9)
+    if isinstance(driver, FilesystemDriver):
+        os.utime(driver.full(path), ns=(when, when))
+    else:
+        assert isinstance(driver, InMemoryDriver)
+        driver._files[path].mtime_ns = when
