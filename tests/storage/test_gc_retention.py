@@ -110,10 +110,8 @@ async def test_policy_delete_untagged_and_fallback_tags(registry: Registry, driv
     digests = await _tags(registry, "r/fb", "v1", "v2")
     untagged = await push(registry, "r/fb", buildkit.single_image("amd64", marker="loose"))
     fallback_tag = digests["v2"].replace(":", "-")
-    index = buildkit.indented(
-        {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}
-    )
-    await registry.put_manifest("r/fb", fallback_tag, index, "application/vnd.oci.image.index.v1+json")
+    index = buildkit.indented({"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": []})
+    await registry.put_manifest("r/fb", fallback_tag, index, mediatypes.OCI_INDEX)
     age(driver, 2 * HOUR)
     await _enforce(driver, _policy(keep=[{"tags": "^v2$"}], deleteuntagged=True))
     assert await _listed(registry, "r/fb") == [fallback_tag, "v2"]  # no rule removes a fallback tag
