@@ -119,7 +119,7 @@ class Collection:
                 saved.generation += 1
             if self.settings.uploads is not None and not self.settings.uploads.dryrun:
                 saved.uploads_purged_ns = self.t0_ns
-        saved.runs.append(self.report.summary() | {"generation": saved.generation})
+        saved.add(self.report.summary() | {"generation": saved.generation})
         await state.save(self.driver, saved)
         log.info("%s", self.report.render(quiet=True).strip())
         return self.report

@@ -31,6 +31,15 @@ class State:
     runs: list[dict[str, Any]] = field(default_factory=list)  # newest last
     policies: list[str] = field(default_factory=list)  # fingerprints of retention policies that ran once
     uploads_purged_ns: int = 0
+    totals: dict[str, int] = field(default_factory=dict)  # since the first run: runs, blobs_deleted, ...
+
+    def add(self, run: dict[str, Any]) -> None:
+        self.runs.append(run)
+        if run.get("dry_run"):
+            return
+        self.totals["runs"] = self.totals.get("runs", 0) + 1
+        for key in ("blobs_deleted", "bytes_freed", "manifests_deleted", "tags_removed", "uploads_purged"):
+            self.totals[key] = self.totals.get(key, 0) + int(run.get(key) or 0)
 
     def last(self, *, dry: bool = False) -> dict[str, Any] | None:
         for run in reversed(self.runs):
@@ -52,6 +61,7 @@ async def load(driver: StorageDriver) -> State:
         list(raw.get("runs", [])),
         [str(p) for p in raw.get("policies", [])],
         int(raw.get("uploads_purged_ns", 0)),
+        {str(k): int(v) for k, v in dict(raw.get("totals", {})).items()},
     )
 
 
@@ -62,6 +72,7 @@ async def save(driver: StorageDriver, state: State) -> None:
         "runs": state.runs,
         "policies": state.policies,
         "uploads_purged_ns": state.uploads_purged_ns,
+        "totals": state.totals,
     }
     await driver.put_content(STATE, json.dumps(document, indent=1).encode())
     await driver.put_content(GENERATION, str(state.generation).encode())
