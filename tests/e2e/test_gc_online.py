@@ -171,6 +171,12 @@ def test_online_gc_under_concurrent_pushes_and_pulls(tmp_path: object) -> None:
             headers={"content-type": OCI_MANIFEST},
         )
         assert r.status_code == 201
+        overwritten = [make_image("gc/garbage", "over", random.Random(seed)) for seed in (101, 102)]
+        for image in overwritten:
+            for data in image.blobs.values():
+                upload(client, "gc/garbage", data)
+            r = client.put("/v2/gc/garbage/manifests/over", content=image.manifest, headers=HEADERS)
+            assert r.status_code == 201
 
         threads = [threading.Thread(target=pusher, args=(url, n, 8, tally)) for n in range(6)]
         pull_stop = threading.Event()
@@ -186,6 +192,8 @@ def test_online_gc_under_concurrent_pushes_and_pulls(tmp_path: object) -> None:
         # Looked for on disk: a HEAD is an observation, which would keep the garbage alive.
         assert eventually(lambda: not any(_stored(root, sha256(d)) for d in garbage), timeout=60)
         assert eventually(lambda: not _stored(root, sha256(loose.manifest)), timeout=60)
+        assert eventually(lambda: not _stored(root, sha256(overwritten[0].manifest)), timeout=60)
+        assert check(client, overwritten[1]) is None
         assert client.head(f"/v2/gc/garbage/blobs/{sha256(garbage[0])}").status_code == 404
         failures = [p for image in tally.acknowledged if (p := check(client, image))]
         checked = _last_start(root)
