@@ -35,7 +35,9 @@ def push(url: str, repository: str, content: Content, tag: str | None = None) ->
         for i, (body, media_type) in enumerate(content.manifests):
             digest = buildkit.digest_of(body)
             reference = tag if tag and i == len(content.manifests) - 1 else digest
-            r = client.put(f"/v2/{repository}/manifests/{reference}", content=body, headers={"content-type": media_type})
+            r = client.put(
+                f"/v2/{repository}/manifests/{reference}", content=body, headers={"content-type": media_type}
+            )
             assert r.status_code == 201, r.text
     return digest
 

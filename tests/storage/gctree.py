@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from collections.abc import AsyncIterator
 
@@ -85,12 +86,14 @@ async def blob_ok(registry: Registry, repository: str, digest: str) -> bool:
     return True
 
 
-def varied_cache(build: int, image_manifest: bool) -> Content:
-    """A BuildKit registry cache whose layers change with ``build`` (as a rebuild's do), in either form."""
+def varied_cache(build: int, image_manifest: bool, payload: int = 0) -> Content:
+    """A BuildKit registry cache whose layers change with ``build`` (as a rebuild's do), in either form;
+    ``payload`` incompressible bytes make its own layer that much bigger."""
     content = buildkit.cache(image_manifest)
     body, media_type = content.manifests[0]
     document = json.loads(body)
-    extra_blob, _ = buildkit.layer({"cache/build.bin": f"build {build}\n".encode() * (50 + build)})
+    files = {"cache/build.bin": f"build {build}\n".encode() * (50 + build) + random.Random(build).randbytes(payload)}
+    extra_blob, _ = buildkit.layer(files)
     content.add_blob(extra_blob)
     entry = buildkit.descriptor(buildkit.OCI_LAYER, extra_blob)
     if image_manifest:
