@@ -126,6 +126,15 @@ class StorageDriver(Protocol):
         """Remove a file, or a directory and everything below it."""
         ...
 
+    async def move_many(self, pairs: Sequence[tuple[str, str]], *, durable: bool = True) -> Sequence[bool]:
+        """``move`` each (source, target) in one round trip; whether each source was there to move."""
+        ...
+
+    async def delete_many(self, paths: Sequence[str]) -> None:
+        """``delete`` each path in one round trip; missing ones are skipped. For garbage (what collection
+        sweeps, under its locks): a directory need not disappear at once and whole."""
+        ...
+
     def walk(self, path: str) -> AsyncIterator[FileInfo]:
         """Every file below ``path`` (not directories), in no particular order; nothing if missing."""
         ...

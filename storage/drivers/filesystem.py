@@ -183,6 +183,35 @@ class FilesystemDriver:
     async def delete(self, path: str) -> None:
         await self.run(self._delete, self.full(path), path)
 
+    async def move_many(self, pairs: Sequence[tuple[str, str]], *, durable: bool = True) -> Sequence[bool]:
+        return await self.run(self._move_all, pairs, durable) if pairs else []
+
+    def _move_all(self, pairs: Sequence[tuple[str, str]], durable: bool) -> Sequence[bool]:
+        moved = []
+        for source, target in pairs:
+            try:
+                self._move(self.full(source), self.full(target), source, durable)
+                moved.append(True)
+            except PathNotFound:
+                moved.append(False)
+        return moved
+
+    async def delete_many(self, paths: Sequence[str]) -> None:
+        if paths:
+            await self.run(self._delete_all, paths)
+
+    def _delete_all(self, paths: Sequence[str]) -> None:
+        # Garbage: no writer races these, so directories are removed in place (a third of the
+        # syscalls of delete's move-aside).
+        for path in paths:
+            full = self.full(path)
+            try:
+                os.unlink(full)
+            except IsADirectoryError:
+                _remove_tree(full)
+            except _MISSING:
+                pass
+
     def _delete(self, full: str, path: str) -> None:
         try:
             os.unlink(full)
@@ -403,6 +432,23 @@ def _replace(source: str, target: str) -> None:
             if not os.path.exists(source):
                 raise
     os.replace(source, target)
+
+
+def _remove_tree(path: str) -> None:
+    """rmtree, with a fast path for what garbage mostly is: a directory of a file or two."""
+    try:
+        with os.scandir(path) as entries:
+            names = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+        if any(is_dir for _, is_dir in names):
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        for name, _ in names:
+            os.unlink(os.path.join(path, name))
+        os.rmdir(path)
+    except _MISSING:
+        pass
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)  # changed meanwhile: the slow, thorough way
 
 
 def _fsync_dir(path: str) -> None:

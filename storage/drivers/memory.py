@@ -100,6 +100,23 @@ class InMemoryDriver:
             return
         self._files[target] = self._files.pop(source)
 
+    async def move_many(self, pairs: Sequence[tuple[str, str]], *, durable: bool = True) -> Sequence[bool]:
+        moved = []
+        for source, target in pairs:
+            try:
+                await self.move(source, target)
+                moved.append(True)
+            except PathNotFound:
+                moved.append(False)
+        return moved
+
+    async def delete_many(self, paths: Sequence[str]) -> None:
+        for path in paths:
+            try:
+                await self.delete(path)
+            except PathNotFound:
+                pass
+
     async def delete(self, path: str) -> None:
         if path in self._files:
             del self._files[path]

@@ -74,9 +74,11 @@ class _Leftover:
     """What tidy needs of a repository once the blobs are swept."""
 
     orphans: list[Digest]  # layer links nothing the repository keeps needs
-    deleted: list[Digest]  # its manifests deleted in this run
-    others_remain: bool  # revisions, tags or uploads remain
+    revisions: int  # revision links it had (deleted and dangling ones included)
+    tags_or_uploads: bool  # tags or uploads remain
     layer_count: int
+    deleted: list[Digest] = field(default_factory=list)  # its manifests deleted in this run
+    dangling: int = 0  # revision links without a manifest, removed
 
 
 @dataclass(slots=True)
@@ -88,7 +90,11 @@ class Collection:
     linked: dict[Digest, int] = field(default_factory=dict)  # the newest link mtime of each linked digest
     swept: dict[Digest, int] = field(default_factory=dict)  # blob -> size
     leftovers: dict[str, _Leftover] = field(default_factory=dict)
+    doomed: list[sweep.Revision] = field(default_factory=list)
+    dangling: list[sweep.Revision] = field(default_factory=list)
+    doomed_documents: dict[tuple[str, Digest], mark.Document] = field(default_factory=dict)
     policies_run: set[str] = field(default_factory=set)
+    pulls: bool = True  # whether any pull marker exists
     report: Report = field(init=False)
     cutoff_ns: int = field(init=False)
 
@@ -103,15 +109,15 @@ class Collection:
 
     async def run(self) -> Report:
         saved = await state.load(self.driver)
-        trash = sweep.Trash(self.driver, self.t0_ns)
+        trash = sweep.Trash(self.driver, self.t0_ns, erase=self.settings.offline)
         if not self.dry:
             self.report.trash_emptied = await trash.empty(self.t0_ns - int(self.settings.trash_delay * 1e9))
+        self.pulls = (await self.driver.stat_many([inventory.PULLS]))[0] is not None
         async for name in inventory.repositories(self.driver):
             await self._repository(name, saved)
+        await self._manifests()
         await self._blobs(trash)
         await self._tidy()
-        if not self.dry and self.settings.offline:
-            await trash.empty(self.t0_ns + 1)  # nothing can be reading a stopped registry's blobs
         self.report.finished_ns = time.time_ns()
         saved.policies = sorted(set(saved.policies) | self.policies_run)
         if not self.dry:
@@ -127,7 +133,7 @@ class Collection:
     # -- per repository --------------------------------------------------------------------------
 
     async def _repository(self, name: str, saved: state.State) -> None:
-        found = await inventory.read(self.driver, name)
+        found = await inventory.read(self.driver, name, self.pulls)
         report = self.report.repository(name)
         self.report.repositories_seen += 1
         self.report.manifests_seen += len(found.revisions)
@@ -169,31 +175,43 @@ class Collection:
         for tag, info in found.tags.items():
             for digest in info.history:
                 history.setdefault(digest, []).append(tag)
-        if self.dry:
-            deleted = list(marking.doomed)
-        else:
-            deleted, postponed = await sweep.manifests(self.driver, name, marking.doomed, history, self.cutoff_ns)
-            self.report.postponed += postponed
-            for digest in set(marking.doomed) - set(deleted):
-                self._keep(digest, marking)
-            await sweep.dangling_links(self.driver, name, marking.dangling, layers=False)
-        report.manifests = sorted(deleted, key=str)
+        for digest in marking.doomed:
+            self.doomed.append(sweep.Revision(name, digest, tuple(history.get(digest, ()))))
+            doc = marking.documents.get(digest)
+            if doc is not None:
+                self.doomed_documents[(name, digest)] = doc
+        self.dangling += [sweep.Revision(name, d) for d in marking.dangling]
 
         purged = await self._purge_uploads(found)
         report.uploads = purged
-        remaining = len(found.revisions) - len(deleted) - len(marking.dangling)
         tags_left = any(t.digest is not None for t in found.tags.values())
         self.leftovers[name] = _Leftover(
             [d for d in found.layers if d not in marking.needs],
-            deleted,
-            remaining > 0 or tags_left or len(found.uploads) > purged,
+            len(found.revisions),
+            tags_left or len(found.uploads) > purged,
             len(found.layers),
         )
 
-    def _keep(self, digest: Digest, marking: mark.Marking) -> None:
+    async def _manifests(self) -> None:
+        """Delete the doomed revisions of every repository, a stripe at a time; keep what was touched."""
+        if self.dry:
+            deleted = self.doomed
+        else:
+            deleted = await sweep.manifests(self.driver, self.doomed, self.cutoff_ns, self.pulls)
+            for revision in set(self.doomed) - set(deleted):
+                self._keep(self.doomed_documents.get((revision.name, revision.digest)), revision.digest)
+            self.report.postponed += len(self.doomed) - len(deleted)
+            for revision in await sweep.dangling_links(self.driver, self.dangling, layers=False):
+                self.leftovers[revision.name].dangling += 1
+        for revision in deleted:
+            self.leftovers[revision.name].deleted.append(revision.digest)
+        for name, left in self.leftovers.items():
+            self.report.repository(name).manifests = sorted(left.deleted, key=str)
+        self.doomed, self.doomed_documents = [], {}
+
+    def _keep(self, doc: mark.Document | None, digest: Digest) -> None:
         """A doomed manifest was touched during the run: it and what it references stay."""
         self.needed.add(digest)
-        doc = marking.documents.get(digest)
         if doc is not None:
             self.needed.update(doc.blobs)
             self.needed.update(doc.children)
@@ -272,6 +290,13 @@ class Collection:
     # -- tidy ------------------------------------------------------------------------------------
 
     async def _tidy(self) -> None:
+        orphans = [sweep.Revision(name, d) for name, left in self.leftovers.items() for d in left.orphans]
+        if self.dry:
+            removed = [r for r in orphans if r.digest in self.swept]
+        else:
+            removed = await sweep.dangling_links(self.driver, orphans, layers=True)
+        for revision in removed:
+            self.report.repository(revision.name).layer_links += 1
         attributed: set[Digest] = set()
         for name, left in self.leftovers.items():
             report = self.report.repository(name)
@@ -279,12 +304,8 @@ class Collection:
                 if digest in self.swept:
                     report.blobs[digest] = self.swept[digest]
                     attributed.add(digest)
-            if self.dry:
-                removed = [d for d in left.orphans if d in self.swept]
-            else:
-                removed = await sweep.dangling_links(self.driver, name, left.orphans, layers=True)
-            report.layer_links = len(removed)
-            if not left.others_remain and len(removed) == left.layer_count:
+            revisions_left = left.revisions - len(left.deleted) - left.dangling
+            if not left.tags_or_uploads and revisions_left == 0 and report.layer_links == left.layer_count:
                 report.removed = self.dry or await self._remove_if_empty(name)
         unlinked = self.report.repository(NO_REPOSITORY)
         for digest, blob_size in self.swept.items():

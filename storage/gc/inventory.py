@@ -17,6 +17,7 @@ from storage.driver import PathNotFound, StorageDriver
 from storage.errors import StorageError
 
 _MARKERS = ("_layers", "_manifests", "_uploads")
+PULLS = paths.join(paths.KURA, "pulls")
 
 
 @dataclass(slots=True)
@@ -73,53 +74,54 @@ async def repositories(driver: StorageDriver) -> AsyncIterator[str]:
             stack.append(f"{prefix}/{child}" if prefix else child)
 
 
-async def read(driver: StorageDriver, name: str) -> Inventory:
+async def read(driver: StorageDriver, name: str, pulls: bool = True) -> Inventory:
+    """One walk of the repository's directory; ``pulls=False`` skips the pull markers (there are none)."""
     found = Inventory(name)
-    await _manifests(driver, found)
-    await _layers(driver, found)
-    found.uploads = await uploads(driver, name)
-    await _pulls(driver, found)
-    return found
-
-
-def _relative(path: str, base: str) -> list[str]:
-    return path[len(base) + 1 :].split("/")
-
-
-async def _manifests(driver: StorageDriver, found: Inventory) -> None:
-    base = paths.manifests(found.name)
+    base = paths.repository(name)
     current: list[tuple[str, int]] = []
     history: list[tuple[str, Digest]] = []
+    newest: dict[str, int] = {}
+    started: set[str] = set()
     async for info in driver.walk(base):
         parts = _relative(info.path, base)
         mtime = info.mtime_ns or 0
-        if len(parts) == 4 and parts[0] == "revisions" and parts[3] == "link":
-            digest = _digest(parts[1], parts[2])
-            if digest is not None:
-                found.revisions[digest] = mtime
-        elif len(parts) == 4 and parts[0] == "tags" and parts[2:] == ["current", "link"]:
-            current.append((parts[1], mtime))
-        elif len(parts) == 6 and parts[0] == "tags" and parts[2] == "index" and parts[5] == "link":
-            digest = _digest(parts[3], parts[4])
-            if digest is not None:
-                history.append((parts[1], digest))
+        kind = parts[0]
+        if kind == "_manifests":
+            if len(parts) == 5 and parts[1] == "revisions" and parts[4] == "link":
+                digest = _digest(parts[2], parts[3])
+                if digest is not None:
+                    found.revisions[digest] = mtime
+            elif len(parts) == 5 and parts[1] == "tags" and parts[3:] == ["current", "link"]:
+                current.append((parts[2], mtime))
+            elif len(parts) == 7 and parts[1] == "tags" and parts[3] == "index" and parts[6] == "link":
+                digest = _digest(parts[4], parts[5])
+                if digest is not None:
+                    history.append((parts[2], digest))
+        elif kind == "_layers":
+            if len(parts) == 4 and parts[3] == "link":
+                digest = _digest(parts[1], parts[2])
+                if digest is not None:
+                    found.layers[digest] = mtime
+        elif kind == "_uploads" and len(parts) >= 3:
+            newest[parts[1]] = max(newest.get(parts[1], 0), mtime)
+            if parts[2:] == ["startedat"]:
+                started.add(parts[1])
+        # Anything else belongs to a nested repository, read on its own.
     for tag, mtime in current:
-        found.tags[tag] = Tag(await links.read(driver, paths.tag_current_link(found.name, tag)), mtime)
+        found.tags[tag] = Tag(await links.read(driver, paths.tag_current_link(name, tag)), mtime)
     for tag, digest in history:
         if tag in found.tags:
             found.tags[tag].history.append(digest)
         else:
             found.tags[tag] = Tag(None, 0, [digest])  # history without a current link: not a tag
+    found.uploads = await _uploads_of(driver, name, newest, started)
+    if pulls:
+        await _pulls(driver, found)
+    return found
 
 
-async def _layers(driver: StorageDriver, found: Inventory) -> None:
-    base = paths.layers(found.name)
-    async for info in driver.walk(base):
-        parts = _relative(info.path, base)
-        if len(parts) == 3 and parts[2] == "link":
-            digest = _digest(parts[0], parts[1])
-            if digest is not None:
-                found.layers[digest] = info.mtime_ns or 0
+def _relative(path: str, base: str) -> list[str]:
+    return path[len(base) + 1 :].split("/")
 
 
 async def uploads(driver: StorageDriver, name: str) -> list[Upload]:
@@ -132,6 +134,10 @@ async def uploads(driver: StorageDriver, name: str) -> list[Upload]:
         newest[parts[0]] = max(newest.get(parts[0], 0), info.mtime_ns or 0)
         if parts[1:] == ["startedat"]:
             started.add(parts[0])
+    return await _uploads_of(driver, name, newest, started)
+
+
+async def _uploads_of(driver: StorageDriver, name: str, newest: dict[str, int], started: set[str]) -> list[Upload]:
     found: list[Upload] = []
     for upload_id, mtime in sorted(newest.items()):
         started_ns = None
@@ -150,7 +156,7 @@ async def _started_at(driver: StorageDriver, path: str) -> int | None:
 
 
 async def _pulls(driver: StorageDriver, found: Inventory) -> None:
-    base = paths.join(paths.KURA, "pulls", found.name)
+    base = paths.join(PULLS, found.name)
     async for info in driver.walk(base):
         parts = _relative(info.path, base)
         if len(parts) == 2:  # deeper entries belong to a nested repository

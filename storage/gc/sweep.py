@@ -11,15 +11,17 @@ window, and erasing (a recursive delete) happens later, off the lock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from storage import paths
 from storage.digest import Digest
 from storage.driver import Busy, FileInfo, PathNotFound, StorageDriver
 from storage.gc import state, touch
 
-PARALLEL = 8  # stripes handled at once: enough to keep the driver's threads busy
+T = TypeVar("T")
+PARALLEL = 4  # stripes handled at once: more only makes the threads fight over the GIL
 LOCK_WAIT = 5.0  # a stripe held longer than this by requests is postponed, not waited for
 
 
@@ -36,18 +38,19 @@ def old(info: FileInfo | None, cutoff_ns: int) -> bool:
 
 async def by_stripe(
     driver: StorageDriver,
-    digests: Iterable[Digest],
-    work: Callable[[list[Digest]], Awaitable[None]],
-) -> list[Digest]:
-    """Run ``work`` on the digests of each stripe while holding it exclusively; returns the
-    digests of stripes that stayed busy (postponed)."""
-    stripes: dict[str, list[Digest]] = {}
-    for digest in digests:
-        stripes.setdefault(touch.stripe(digest), []).append(digest)
-    busy: list[Digest] = []
+    items: Iterable[T],
+    digest: Callable[[T], Digest],
+    work: Callable[[list[T]], Awaitable[None]],
+) -> list[T]:
+    """Run ``work`` on the items of each stripe (by their blob's digest) while holding it exclusively;
+    returns the items of stripes that stayed busy (postponed)."""
+    stripes: dict[str, list[T]] = {}
+    for item in items:
+        stripes.setdefault(touch.stripe(digest(item)), []).append(item)
+    busy: list[T] = []
     room = asyncio.Semaphore(PARALLEL)
 
-    async def one(lock: str, group: list[Digest]) -> None:
+    async def one(lock: str, group: list[T]) -> None:
         async with room:
             try:
                 async with driver.lock(lock, shared=False, wait=LOCK_WAIT, create=True):
@@ -60,13 +63,20 @@ async def by_stripe(
 
 
 class Trash:
-    def __init__(self, driver: StorageDriver, t0_ns: int) -> None:
+    """``kura/trash/<T0>/``. ``erase=True`` (offline: nothing can be reading) erases blobs at once instead."""
+
+    def __init__(self, driver: StorageDriver, t0_ns: int, erase: bool = False) -> None:
         self.driver = driver
         self.directory = paths.join(state.TRASH, str(t0_ns))
+        self.erase = erase
 
-    async def put(self, digest: Digest) -> None:
-        target = paths.join(self.directory, f"{digest.algorithm}-{digest.hex}")
-        await self.driver.move(paths.blob_dir(digest), target, durable=False)
+    async def put(self, digests: list[Digest]) -> Sequence[bool]:
+        """Move the blobs in (one round trip); whether each was there."""
+        if self.erase:
+            await self.driver.delete_many([paths.blob_dir(d) for d in digests])
+            return [True] * len(digests)
+        pairs = [(paths.blob_dir(d), paths.join(self.directory, f"{d.algorithm}-{d.hex}")) for d in digests]
+        return await self.driver.move_many(pairs, durable=False)
 
     async def empty(self, older_than_ns: int) -> int:
         """Erase the trash of runs that started before ``older_than_ns``; returns how many."""
@@ -96,72 +106,70 @@ async def blobs(
     async def work(group: list[Digest]) -> None:
         nonlocal postponed
         found = await driver.stat_many([paths.blob_data(d) for d in group])
+        going = []
         for digest, info in zip(group, found, strict=True):
             if info is None:
                 continue  # gone already
-            if not old(info, cutoff_ns):
+            if old(info, cutoff_ns):
+                going.append(digest)
+            else:
                 postponed += 1
-                continue
-            try:
-                await trash.put(digest)
-            except PathNotFound:
-                continue
-            swept.append(wanted[digest])
+        for digest, moved in zip(going, await trash.put(going), strict=True):
+            if moved:
+                swept.append(wanted[digest])
 
-    busy = await by_stripe(driver, wanted, work)
+    busy = await by_stripe(driver, wanted, lambda d: d, work)
     return swept, postponed + len(busy)
 
 
-async def manifests(
-    driver: StorageDriver, name: str, doomed: list[Digest], history: dict[Digest, list[str]], cutoff_ns: int
-) -> tuple[list[Digest], int]:
-    """Delete revisions (and the tag history entries and pull markers that name them) whose link and
-    manifest are both still older than the cutoff: a push of the same manifest since, or an index
-    PUT that relies on it as a child, touched one of them under the shared lock."""
-    deleted: list[Digest] = []
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """A repository's revision the mark left, with the tags whose history names it."""
 
-    async def work(group: list[Digest]) -> None:
-        for digest in group:
-            link, data = await driver.stat_many([paths.manifest_revision_link(name, digest), paths.blob_data(digest)])
+    name: str
+    digest: Digest
+    tags: tuple[str, ...] = ()
+
+
+async def manifests(
+    driver: StorageDriver, doomed: list[Revision], cutoff_ns: int, pulled: bool = True
+) -> list[Revision]:
+    """Delete revisions (their directory, the tag history entries and pull markers naming them) whose
+    link and manifest are both still older than the cutoff: a push of the same manifest since, or an
+    index PUT relying on it as a child, touched one of them under the shared lock. Returns the deleted."""
+    deleted: list[Revision] = []
+
+    async def work(group: list[Revision]) -> None:
+        found = await driver.stat_many(
+            [p for r in group for p in (paths.manifest_revision_link(r.name, r.digest), paths.blob_data(r.digest))]
+        )
+        going: list[str] = []
+        for i, revision in enumerate(group):
+            link, data = found[2 * i], found[2 * i + 1]
             if link is None or not old(link, cutoff_ns) or not old(data, cutoff_ns):
                 continue
-            revision = paths.join(paths.manifest_revisions(name), digest.algorithm, digest.hex)
-            for path in [
-                revision,
-                *(
-                    paths.join(paths.tag_dir(name, t), "index", digest.algorithm, digest.hex)
-                    for t in history.get(digest, ())
-                ),
-                touch.pull_marker(name, digest),
-            ]:
-                try:
-                    await driver.delete(path)
-                except PathNotFound:
-                    pass
-            deleted.append(digest)
+            name, digest = revision.name, revision.digest
+            going.append(paths.join(paths.manifest_revisions(name), digest.algorithm, digest.hex))
+            going += [paths.join(paths.tag_dir(name, t), "index", digest.algorithm, digest.hex) for t in revision.tags]
+            if pulled:
+                going.append(touch.pull_marker(name, digest))
+            deleted.append(revision)
+        await driver.delete_many(going)
 
-    await by_stripe(driver, doomed, work)
-    return deleted, len(doomed) - len(deleted)
+    await by_stripe(driver, doomed, lambda r: r.digest, work)
+    return deleted
 
 
-async def dangling_links(driver: StorageDriver, name: str, digests: list[Digest], *, layers: bool) -> list[Digest]:
-    """Remove the repository's layer (or revision) links whose blob is not stored, checked under the lock."""
-    removed: list[Digest] = []
+async def dangling_links(driver: StorageDriver, found: list[Revision], *, layers: bool) -> list[Revision]:
+    """Remove the layer (or revision) links whose blob is not stored, checked under the lock."""
+    removed: list[Revision] = []
 
-    async def work(group: list[Digest]) -> None:
-        found = await driver.stat_many([paths.blob_data(d) for d in group])
-        for digest, info in zip(group, found, strict=True):
-            if info is not None:
-                continue
-            if layers:
-                path = paths.join(paths.layers(name), digest.algorithm, digest.hex)
-            else:
-                path = paths.join(paths.manifest_revisions(name), digest.algorithm, digest.hex)
-            try:
-                await driver.delete(path)
-            except PathNotFound:
-                continue
-            removed.append(digest)
+    async def work(group: list[Revision]) -> None:
+        stats = await driver.stat_many([paths.blob_data(r.digest) for r in group])
+        gone = [r for r, info in zip(group, stats, strict=True) if info is None]
+        base = paths.layers if layers else paths.manifest_revisions
+        await driver.delete_many([paths.join(base(r.name), r.digest.algorithm, r.digest.hex) for r in gone])
+        removed.extend(gone)
 
-    await by_stripe(driver, digests, work)
+    await by_stripe(driver, found, lambda r: r.digest, work)
     return removed

@@ -77,6 +77,16 @@ async def test_move_takes_a_whole_directory(driver: StorageDriver) -> None:
         await driver.move("blobs/ab/abc", "trash/2/abc")
 
 
+async def test_move_many_and_delete_many_take_what_is_there(driver: StorageDriver) -> None:
+    for path in ("m/a/data", "m/b/data", "m/c/x/y"):
+        await driver.put_content(path, path.encode())
+    moved = await driver.move_many([("m/a", "t/a"), ("m/none", "t/none"), ("m/b/data", "t/b")], durable=False)
+    assert moved == [True, False, True]
+    assert await driver.get_content("t/a/data") == b"m/a/data" and await driver.get_content("t/b") == b"m/b/data"
+    await driver.delete_many(["t/a", "m/none", "m/c", "t/b"])
+    assert await driver.stat_many(["t/a/data", "t/b", "m/c/x/y"]) == [None, None, None]
+
+
 async def test_walk_yields_every_file(driver: StorageDriver) -> None:
     expected = sorted(f"w/{i % 7}/{i}" for i in range(1100))  # more than one batch
     for path in expected:
