@@ -208,7 +208,11 @@ class FilesystemDriver:
             try:
                 os.unlink(full)
             except IsADirectoryError:
-                _remove_tree(full)
+                try:
+                    os.rmdir(full)  # emptied by an earlier path of the list: the cheap case
+                except OSError as exc:
+                    if exc.errno == errno.ENOTEMPTY:
+                        _remove_tree(full)
             except _MISSING:
                 pass
 

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from storage import links, paths
 from storage.digest import Digest
 from storage.driver import PathNotFound, StorageDriver
-from storage.errors import StorageError
 from storage.gc import inventory, mark, purging, retention, state, sweep
 from storage.gc.config import GCConfig, RetentionPolicy, UploadPurging
 from storage.gc.inventory import Inventory, Tag
@@ -255,14 +254,7 @@ class Collection:
 
     async def _blobs(self, trash: sweep.Trash) -> None:
         batch: list[sweep.Candidate] = []
-        async for info in self.driver.walk(paths.BLOBS):
-            parts = info.path[len(paths.BLOBS) + 1 :].split("/")
-            if len(parts) != 4 or parts[3] != "data":
-                continue
-            try:
-                digest = Digest.parse(f"{parts[0]}:{parts[2]}")
-            except StorageError:
-                continue
+        async for digest, info in inventory.blobs(self.driver):
             self.report.blobs_seen += 1
             if digest in self.needed:
                 self.report.blobs_marked += 1

@@ -73,7 +73,7 @@ class Trash:
     async def put(self, digests: list[Digest]) -> Sequence[bool]:
         """Move the blobs in (one round trip); whether each was there."""
         if self.erase:
-            await self.driver.delete_many([paths.blob_dir(d) for d in digests])
+            await self.driver.delete_many([p for d in digests for p in (paths.blob_data(d), paths.blob_dir(d))])
             return [True] * len(digests)
         pairs = [(paths.blob_dir(d), paths.join(self.directory, f"{d.algorithm}-{d.hex}")) for d in digests]
         return await self.driver.move_many(pairs, durable=False)
@@ -149,8 +149,11 @@ async def manifests(
             if link is None or not old(link, cutoff_ns) or not old(data, cutoff_ns):
                 continue
             name, digest = revision.name, revision.digest
-            going.append(paths.join(paths.manifest_revisions(name), digest.algorithm, digest.hex))
-            going += [paths.join(paths.tag_dir(name, t), "index", digest.algorithm, digest.hex) for t in revision.tags]
+            for directory in [
+                paths.join(paths.manifest_revisions(name), digest.algorithm, digest.hex),
+                *(paths.join(paths.tag_dir(name, t), "index", digest.algorithm, digest.hex) for t in revision.tags),
+            ]:
+                going += [paths.join(directory, "link"), directory]
             if pulled:
                 going.append(touch.pull_marker(name, digest))
             deleted.append(revision)
@@ -168,7 +171,8 @@ async def dangling_links(driver: StorageDriver, found: list[Revision], *, layers
         stats = await driver.stat_many([paths.blob_data(r.digest) for r in group])
         gone = [r for r, info in zip(group, stats, strict=True) if info is None]
         base = paths.layers if layers else paths.manifest_revisions
-        await driver.delete_many([paths.join(base(r.name), r.digest.algorithm, r.digest.hex) for r in gone])
+        directories = [paths.join(base(r.name), r.digest.algorithm, r.digest.hex) for r in gone]
+        await driver.delete_many([p for d in directories for p in (paths.join(d, "link"), d)])
         removed.extend(gone)
 
     await by_stripe(driver, found, lambda r: r.digest, work)
