@@ -16,10 +16,12 @@ candidates are swept in batches while the walk goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from storage import links, paths
 from storage.digest import Digest
@@ -48,18 +50,18 @@ class Settings:
 
     @classmethod
     def of(
-        cls, gc: GCConfig, policies: Sequence[RetentionPolicy], uploads: UploadPurging | None, **overrides: object
+        cls, gc: GCConfig, policies: Sequence[RetentionPolicy], uploads: UploadPurging | None, **overrides: Any
     ) -> Settings:
-        values: dict[str, object] = {
-            "grace": gc.grace,
-            "delete_untagged": gc.deleteuntagged,
-            "orphan_referrers": gc.orphanreferrers,
-            "trash_delay": gc.trashdelay,
-            "retention": tuple(policies),
-            "uploads": uploads if uploads is not None and uploads.enabled else None,
-        }
-        values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
+        """From the config sections, with the command line's ``overrides`` (field names) applied."""
+        configured = cls(
+            grace=gc.grace,
+            delete_untagged=gc.deleteuntagged,
+            orphan_referrers=gc.orphanreferrers,
+            trash_delay=gc.trashdelay,
+            retention=tuple(policies),
+            uploads=uploads if uploads is not None and uploads.enabled else None,
+        )
+        return dataclasses.replace(configured, **overrides)
 
 
 async def collect(driver: StorageDriver, settings: Settings) -> Report:
