@@ -25,7 +25,7 @@ from app.config import SETTINGS_ENV, Settings
 
 log = logging.getLogger("kura.gc")
 
-NICENESS = 10
+NICENESS = 19  # the lowest priority short of SCHED_IDLE, which could starve a run holding a stripe lock
 TICK_MAX = 60.0  # seconds between looks at the schedule, at most
 
 
