@@ -15,6 +15,7 @@ from app.errors import HANDLERS
 from app.routes import ROUTES
 from app.zerocopy import ZeroCopySend
 from storage import Options, Registry, drivers
+from storage.gc import touch
 
 _COMMON_HEADERS = [
     (b"docker-distribution-api-version", b"registry/2.0"),
@@ -57,6 +58,8 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Threads and caches live exactly as long as the server: created here, released on shutdown.
         app.state.registry = open_registry(settings)
+        if not settings.storage.maintenance.readonly.enabled:
+            await touch.publish(app.state.registry.driver, settings.kura.gc.grace)
         collecting = gc.start(settings, app.state.registry)
         try:
             yield

@@ -26,7 +26,7 @@ from typing import Any
 from storage import links, paths
 from storage.digest import Digest
 from storage.driver import PathNotFound, StorageDriver
-from storage.gc import inventory, mark, purging, retention, state, sweep
+from storage.gc import inventory, mark, purging, retention, state, sweep, touch
 from storage.gc.config import GCConfig, RetentionPolicy, UploadPurging
 from storage.gc.inventory import Inventory, Tag
 from storage.gc.report import NO_REPOSITORY, Report
@@ -109,6 +109,19 @@ class Collection:
         return self.settings.dry_run
 
     async def run(self) -> Report:
+        if not self.settings.offline:
+            # A server trusts an mtime younger than its touch interval: a shorter grace than twice that
+            # could take a blob a client was just told about.
+            floor = 2 * await touch.published(self.driver)
+            if self.report.grace < floor:
+                log.warning(
+                    "grace raised from %gs to %gs: servers on this root touch every %gs",
+                    self.report.grace,
+                    floor,
+                    floor / 2,
+                )
+                self.report.grace = floor
+                self.cutoff_ns = self.t0_ns - int(floor * 1e9)
         saved = await state.load(self.driver)
         trash = sweep.Trash(self.driver, self.t0_ns, erase=self.settings.offline)
         if not self.dry:

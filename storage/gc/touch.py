@@ -11,6 +11,10 @@ each blob or child a manifest PUT relies on) first makes sure the collector will
 
 The stat the request already made gives the mtime, so the common path costs nothing extra.
 
+A blob observed within the interval is not touched, so a collector must never use a grace period
+shorter than twice the longest interval any server uses (``publish``; the collector raises its grace
+to that).
+
 Pull times for retention live in Kura-private markers, ``kura/pulls/<repo>/<alg>/<hex>``, whose
 mtime is the last pull of that manifest (rate-limited the same way, shared by every worker, and
 kept across restarts).
@@ -30,6 +34,24 @@ from storage.driver import FileInfo, PathNotFound, StorageDriver
 DIVISOR = 4  # touches per grace period, at most, per blob
 LOCK_WAIT = 30.0  # seconds a request waits for the sweeper to release a stripe
 DEFAULT_GRACE = 7200.0
+
+
+INTERVAL = paths.join(paths.KURA, "gc", "touch-interval")  # the longest any server on this root uses
+
+
+async def publish(driver: StorageDriver, grace: float) -> None:
+    """Record this server's touch interval, so that a collector never trusts an mtime more than it may."""
+    interval = grace / DIVISOR
+    if interval > await published(driver):
+        await driver.put_content(INTERVAL, f"{interval:g}".encode())
+
+
+async def published(driver: StorageDriver) -> float:
+    """The longest touch interval (seconds) a server on this root announced; 0 when none did."""
+    try:
+        return float((await driver.get_content(INTERVAL, 64)).decode("ascii"))
+    except (PathNotFound, UnicodeDecodeError, ValueError):
+        return 0.0
 
 
 def stripe(digest: Digest) -> str:

@@ -11,7 +11,7 @@ from storage import Registry, StorageDriver, mediatypes, paths
 from storage.digest import Digest
 from storage.driver import Busy, PathNotFound
 from storage.errors import ManifestBlobUnknown
-from storage.gc import collector, state
+from storage.gc import collector, state, touch
 from storage.gc.config import UploadPurging
 from tests.storage.gctree import HOUR, age, blob_ok, collect, manifest_ok, push, varied_cache
 
@@ -274,3 +274,17 @@ async def test_one_collector_at_a_time(driver: StorageDriver) -> None:
     async with state.leader(driver):
         with pytest.raises(Busy):
             await collect(driver)
+
+
+async def test_grace_never_shorter_than_twice_a_servers_touch_interval(
+    registry: Registry, driver: StorageDriver
+) -> None:
+    data = b"observed a minute ago"
+    digest = buildkit.digest_of(data)
+    await registry.put_blob("r/floor", digest, _body(data), len(data))
+    await touch.publish(driver, 600)  # a server with a 10 minute grace: it touches every 150 s
+    age(driver, 60)
+    report = await collect(driver, grace=10)
+    assert report.grace == 300 and report.blobs_deleted == 0
+    report = await collect(driver, grace=10, offline=True)  # a stopped registry: no floor
+    assert report.blobs_deleted == 1
