@@ -203,18 +203,24 @@ class FilesystemDriver:
     def _delete_all(self, paths: Sequence[str]) -> None:
         # Garbage: no writer races these, so directories are removed in place (a third of the
         # syscalls of delete's move-aside).
+        previous = ""
         for path in paths:
             full = self.full(path)
             try:
-                os.unlink(full)
+                if previous.startswith(f"{path}/"):
+                    os.rmdir(full)  # the directory of the file just removed: most likely empty now
+                else:
+                    os.unlink(full)
             except IsADirectoryError:
-                try:
-                    os.rmdir(full)  # emptied by an earlier path of the list: the cheap case
-                except OSError as exc:
-                    if exc.errno == errno.ENOTEMPTY:
-                        _remove_tree(full)
-            except _MISSING:
-                pass
+                _remove_directory(full)
+            except OSError as exc:
+                if exc.errno == errno.ENOTEMPTY:
+                    _remove_tree(full)
+                elif exc.errno == errno.ENOTDIR:
+                    os.unlink(full)
+                elif exc.errno != errno.ENOENT:
+                    raise
+            previous = path
 
     def _delete(self, full: str, path: str) -> None:
         try:
@@ -436,6 +442,16 @@ def _replace(source: str, target: str) -> None:
             if not os.path.exists(source):
                 raise
     os.replace(source, target)
+
+
+def _remove_directory(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError as exc:
+        if exc.errno == errno.ENOTEMPTY:
+            _remove_tree(path)
+        elif exc.errno != errno.ENOENT:
+            raise
 
 
 def _remove_tree(path: str) -> None:
