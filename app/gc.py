@@ -90,14 +90,16 @@ def command(args: argparse.Namespace) -> int:
             report = await collector.collect(driver, options)
         finally:
             await driver.close()
-        return report.render(quiet=args.quiet)
+        return report.render(quiet=args.quiet or args.settings_env)
 
     try:
         output = asyncio.run(run())
     except Busy:
         print("kura garbage-collect: another collection is running on this root; try again later", file=sys.stderr)
         return 1
-    if not args.settings_env:
+    if args.settings_env:
+        log.info("%s", output.strip())  # the server's own run: into its log
+    else:
         print(output, end="")
     return 0
 

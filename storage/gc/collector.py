@@ -141,7 +141,6 @@ class Collection:
                 saved.uploads_purged_ns = self.t0_ns
         saved.add(self.report.summary() | {"generation": saved.generation})
         await state.save(self.driver, saved)
-        log.info("%s", self.report.render(quiet=True).strip())
         return self.report
 
     # -- per repository --------------------------------------------------------------------------
