@@ -1,4 +1,4 @@
-"""``kura`` command line: ``kura serve`` (more commands join here)."""
+"""``kura`` command line: ``kura serve``, ``inspect``, ``demo``, ``garbage-collect``."""
 
 from __future__ import annotations
 
@@ -55,15 +55,22 @@ def _workers_argument(value: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def resolve(args: argparse.Namespace) -> Settings:
-    if args.config and args.config_file and args.config != args.config_file:
-        raise ConfigError(f"two configuration files given: {args.config_file} and --config {args.config}")
-    settings = load(args.config or args.config_file)
-    if args.root:
-        settings.storage.filesystem.rootdirectory = args.root
+def resolve_storage(config: str | None, root: str | None) -> Settings:
+    """The settings of ``config`` with the storage root resolved (``--root`` wins, then the file, then
+    the default), as every command that opens the store needs them."""
+    settings = load(config)
+    if root:
+        settings.storage.filesystem.rootdirectory = root
     elif not settings.storage.filesystem.rootdirectory:
         settings.storage.filesystem.rootdirectory = default_root()
     settings.storage.filesystem.rootdirectory = os.path.abspath(settings.root)
+    return settings
+
+
+def resolve(args: argparse.Namespace) -> Settings:
+    if args.config and args.config_file and args.config != args.config_file:
+        raise ConfigError(f"two configuration files given: {args.config_file} and --config {args.config}")
+    settings = resolve_storage(args.config or args.config_file, args.root)
     host, port = settings.listen()
     if args.host or args.port:
         settings.http.addr = f"{args.host or host}:{args.port or port}"
@@ -293,6 +300,10 @@ def parser() -> argparse.ArgumentParser:
         "--registry", default=DEFAULT_REGISTRY, help=f"host:port or URL of the registry (default {DEFAULT_REGISTRY})"
     )
     d.set_defaults(func=demo)
+
+    from app import gc  # its parser only: the collector is imported when the command runs
+
+    gc.add_parser(commands)
     return top
 
 

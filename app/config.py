@@ -18,8 +18,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from app.auth.settings import Auth, Kura
+from app.auth.settings import Auth, KuraAuth
 from app.notify.config import Notifications
+from storage.gc.config import GCConfig, RetentionPolicy, UploadPurging
 
 ENV_PREFIX = "REGISTRY_"
 CONFIG_PATH_ENV = "REGISTRY_CONFIGURATION_PATH"
@@ -91,6 +92,7 @@ class ReadOnlyMode(_Section):
 
 class Maintenance(_Section):
     readonly: ReadOnlyMode = ReadOnlyMode()
+    uploadpurging: UploadPurging = UploadPurging()
 
 
 class Storage(_Section):
@@ -150,6 +152,14 @@ class Catalog(_Section):
     maxentries: int = Field(1000, ge=1)
 
 
+class Kura(_Section):
+    """``kura:``, Kura's own settings (registry:2 ignores the section)."""
+
+    auth: KuraAuth = KuraAuth()
+    gc: GCConfig = GCConfig()
+    retention: list[RetentionPolicy] = Field(default_factory=list)
+
+
 class Settings(_Section):
     version: str | float = "0.1"  # YAML reads the customary `version: 0.1` as a number
     log: Log = Log()
@@ -157,9 +167,9 @@ class Settings(_Section):
     http: HTTP = HTTP()
     catalog: Catalog = Catalog()
     auth: Auth = Auth()
-    kura: Kura = Kura()  # Kura's own keys; registry:2 ignores the section
     health: Health = Health()
     notifications: Notifications = Notifications()
+    kura: Kura = Kura()  # Kura's own keys; registry:2 ignores the section
 
     @property
     def root(self) -> str:

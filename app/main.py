@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
 
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import metrics
+from app import gc, metrics
 from app.catchall import CatchAll
 from app.config import Settings
 from app.errors import HANDLERS
@@ -18,6 +19,7 @@ from app.observe import Observe
 from app.routes import ROUTES
 from app.zerocopy import ZeroCopySend
 from storage import Options, Registry, drivers
+from storage.gc import touch
 
 _API_VERSION = (b"docker-distribution-api-version", b"registry/2.0")
 
@@ -52,6 +54,7 @@ def open_registry(settings: Settings) -> Registry:
     options = Options(
         delete_enabled=settings.storage.delete.enabled,
         read_only=settings.storage.maintenance.readonly.enabled,
+        gc_grace=settings.kura.gc.grace,
     )
     return Registry(driver, options)
 
@@ -64,6 +67,9 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Threads and caches live exactly as long as the server: created here, released on shutdown.
         app.state.registry = open_registry(settings)
+        if not settings.storage.maintenance.readonly.enabled:
+            await touch.publish(app.state.registry.driver, settings.kura.gc.grace)
+        collecting = gc.start(settings, app.state.registry)
         try:
             async with (
                 health.polling(app.state.registry.driver),
@@ -71,6 +77,9 @@ def create_app(settings: Settings) -> Starlette:
             ):
                 yield
         finally:
+            if collecting is not None:
+                collecting.cancel()
+                await asyncio.gather(collecting, return_exceptions=True)
             await app.state.registry.close()
             del app.state.registry
 

@@ -114,12 +114,26 @@ class StorageDriver(Protocol):
         """Names of the direct children of a directory, unsorted."""
         ...
 
-    async def move(self, source: str, target: str) -> None:
-        """Rename atomically, replacing ``target``."""
+    async def move(self, source: str, target: str, *, durable: bool = True) -> None:
+        """Rename a file, or a directory and everything below it, atomically, replacing a ``target`` file.
+
+        ``durable=False`` skips making the rename survive a crash (garbage collection's moves to the
+        trash: after a crash the blob is in either place, and both are fine).
+        """
         ...
 
     async def delete(self, path: str) -> None:
         """Remove a file, or a directory and everything below it."""
+        ...
+
+    async def move_many(self, pairs: Sequence[tuple[str, str]], *, durable: bool = True) -> Sequence[bool]:
+        """``move`` each (source, target) in one round trip; whether each source was there to move."""
+        ...
+
+    async def delete_many(self, paths: Sequence[str]) -> None:
+        """``delete`` each path in one round trip; missing ones are skipped. For garbage (what collection
+        sweeps, under its locks): a directory need not disappear at once and whole. Listing a directory's
+        files before the directory saves the driver from looking inside it."""
         ...
 
     def walk(self, path: str) -> AsyncIterator[FileInfo]:

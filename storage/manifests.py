@@ -25,6 +25,7 @@ from storage.errors import (
     ManifestUnknown,
     StorageError,
 )
+from storage.gc.touch import Observer
 from storage.names import Name, is_tag
 from storage.schema import Descriptor, ImageManifest, Index, first_error
 
@@ -57,7 +58,7 @@ class Reference:
             raise ManifestUnknown("manifest unknown", {"reference": text[:200]}) from None
 
 
-async def read(driver: StorageDriver, name: Name, ref: Reference) -> Manifest:
+async def read(driver: StorageDriver, observer: Observer, name: Name, ref: Reference) -> Manifest:
     digest = ref.digest if ref.digest is not None else await tags.resolve(driver, name, ref.tag or "")
     unknown = ManifestUnknown("manifest unknown", {"reference": ref.tag or str(ref.digest)})
     if digest is None or (await driver.stat_many([paths.manifest_revision_link(name, digest)]))[0] is None:
@@ -66,6 +67,7 @@ async def read(driver: StorageDriver, name: Name, ref: Reference) -> Manifest:
         body = await driver.get_content(paths.blob_data(digest), MAX_SIZE)
     except PathNotFound:
         raise unknown from None
+    await observer.pulled(name, digest)
     return Manifest(digest, media_type_of(body), body)
 
 
@@ -73,8 +75,16 @@ def media_type_of(body: bytes) -> str:
     return mediatypes.detect(mediatypes.json_object(body))
 
 
-async def write(driver: StorageDriver, name: Name, ref: Reference, body: bytes, content_type: str | None) -> Manifest:
-    """Validate and store a manifest; link it as a revision and, for a tag, point the tag at it."""
+async def write(
+    driver: StorageDriver, observer: Observer, name: Name, ref: Reference, body: bytes, content_type: str | None
+) -> Manifest:
+    """Validate and store a manifest; link it as a revision and, for a tag, point the tag at it.
+
+    What it references is touched and verified first (``storage.gc.touch``): a blob or child that
+    garbage collection removed meanwhile is MANIFEST_BLOB_UNKNOWN, and the client pushes it again.
+    The manifest itself is stored, linked and tagged under its own shared stripe, with its revision
+    link's mtime refreshed: that mtime is its push time, and the collector's re-check.
+    """
     if len(body) > MAX_SIZE:
         raise ManifestTooLarge("manifest too large", {"size": len(body), "max": MAX_SIZE})
     document = _parse(body)
@@ -84,13 +94,23 @@ async def write(driver: StorageDriver, name: Name, ref: Reference, body: bytes, 
         raise DigestInvalid(
             "manifest digest does not match the reference", {"expected": str(ref.digest), "actual": str(digest)}
         )
-    subject = await _validate(driver, name, media_type, document)
+    subject = await _validate(driver, observer, name, media_type, document)
 
-    if await blobs.stored_size(driver, digest) is None:
-        await driver.put_content(paths.blob_data(digest), body)
-    await links.ensure(driver, paths.manifest_revision_link(name, digest), digest)
-    if ref.tag is not None:
-        await tags.point(driver, name, ref.tag, digest)
+    revision = paths.manifest_revision_link(name, digest)
+    async with observer.held(digest):
+        data, linked = await driver.stat_many([paths.blob_data(digest), revision])
+        if data is None:
+            await driver.put_content(paths.blob_data(digest), body)
+        elif not observer.fresh(data):
+            await observer.touch_held(digest)
+        if linked is None:
+            await links.write(driver, revision, digest)
+        else:
+            await observer.refresh(revision, linked)
+        if ref.tag is not None:
+            await tags.point(driver, name, ref.tag, digest)
+            # A re-push of the same tag rewrites nothing: its link's mtime still records this push.
+            await observer.refresh(paths.tag_current_link(name, ref.tag))
     return Manifest(digest, media_type, body, subject)
 
 
@@ -151,18 +171,20 @@ def _media_type(document: dict[str, Any], content_type: str | None) -> str:
     return media_type
 
 
-async def _validate(driver: StorageDriver, name: Name, media_type: str, document: dict[str, Any]) -> Digest | None:
+async def _validate(
+    driver: StorageDriver, observer: Observer, name: Name, media_type: str, document: dict[str, Any]
+) -> Digest | None:
     """Check the document's shape and that what it references exists; return its subject digest."""
     try:
         if media_type in mediatypes.INDEXES:
             index = Index.model_validate(document)
-            await _require_children(driver, name, index.manifests)
+            await _require_children(driver, observer, name, index.manifests)
             subject = index.subject
         else:
             manifest = ImageManifest.model_validate(document)
             if media_type == mediatypes.DOCKER_MANIFEST and manifest.mediaType is None:
                 raise ManifestInvalid("a Docker schema 2 manifest must declare its mediaType")
-            await _require_blobs(driver, name, [manifest.config, *manifest.layers])
+            await _require_blobs(driver, observer, name, [manifest.config, *manifest.layers])
             subject = manifest.subject
     except ValidationError as exc:
         raise ManifestInvalid("manifest invalid", first_error(exc)) from None
@@ -181,21 +203,24 @@ def _descriptor_digest(descriptor: Descriptor) -> Digest:
         ) from None
 
 
-async def _require_blobs(driver: StorageDriver, name: Name, descriptors: list[Descriptor]) -> None:
+async def _require_blobs(driver: StorageDriver, observer: Observer, name: Name, descriptors: list[Descriptor]) -> None:
     # Non-distributable layers are fetched from their URLs: they need not be here.
     wanted = [(d, _descriptor_digest(d)) for d in descriptors if not d.urls]
     checks = [p for _, digest in wanted for p in (paths.layer_link(name, digest), paths.blob_data(digest))]
     found = await driver.stat_many(checks)
     for i, (descriptor, digest) in enumerate(wanted):
-        if found[2 * i] is not None and found[2 * i + 1] is not None:
+        link, data = found[2 * i], found[2 * i + 1]
+        if link is not None and data is not None and await observer.confirm(digest, data):
             continue
         inline = _inline_data(descriptor, digest)
         if inline is None:
             raise ManifestBlobUnknown("blob unknown to registry", {"digest": str(digest)})
-        await blobs.put_small(driver, name, digest, inline)
+        await blobs.put_small(driver, observer, name, digest, inline)
 
 
-async def _require_children(driver: StorageDriver, name: Name, descriptors: list[Descriptor]) -> None:
+async def _require_children(
+    driver: StorageDriver, observer: Observer, name: Name, descriptors: list[Descriptor]
+) -> None:
     # registry:2 accepts a child that is a revision *or* a layer of the repository; BuildKit's
     # legacy cache index lists layer blobs as "manifests" and relies on it.
     digests = [_descriptor_digest(d) for d in descriptors]
@@ -207,7 +232,7 @@ async def _require_children(driver: StorageDriver, name: Name, descriptors: list
     found = await driver.stat_many(checks)
     for i, digest in enumerate(digests):
         revision, layer, data = found[3 * i : 3 * i + 3]
-        if data is not None and (revision is not None or layer is not None):
+        if data is not None and (revision is not None or layer is not None) and await observer.confirm(digest, data):
             continue
         raise ManifestBlobUnknown("manifest unknown to the repository", {"digest": str(digest)})
 

@@ -16,6 +16,7 @@ from storage.blobs import BlobInfo
 from storage.digest import CANONICAL, Digest
 from storage.driver import FileReader, StorageDriver
 from storage.errors import DeleteDisabled, ReadOnly
+from storage.gc import touch
 from storage.manifests import Manifest, Reference
 from storage.names import Name, validate_tag
 
@@ -24,6 +25,7 @@ from storage.names import Name, validate_tag
 class Options:
     delete_enabled: bool = True
     read_only: bool = False
+    gc_grace: float = touch.DEFAULT_GRACE  # seconds; requests touch what they observe every quarter of it
 
 
 class Registry:
@@ -36,7 +38,8 @@ class Registry:
         self._tag_listings = tags.ListingCache()
         # Hashing runs beside the write of the same batch; a thread per core is all it can use.
         self._hashing = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="kura-hash")
-        self._uploads = uploads.Uploads(driver, self._hashing)
+        self.observer = touch.Observer(driver, self.options.gc_grace)
+        self._uploads = uploads.Uploads(driver, self._hashing, self.observer)
 
     async def close(self) -> None:
         self._hashing.shutdown(wait=False, cancel_futures=True)
@@ -56,10 +59,10 @@ class Registry:
     # -- blobs ---------------------------------------------------------------------------------
 
     async def stat_blob(self, name: str, digest: str) -> BlobInfo:
-        return await blobs.stat(self.driver, Name.parse(name), Digest.parse(digest))
+        return await blobs.stat(self.driver, self.observer, Name.parse(name), Digest.parse(digest))
 
     async def open_blob(self, name: str, digest: str) -> tuple[BlobInfo, FileReader]:
-        return await blobs.open_blob(self.driver, Name.parse(name), Digest.parse(digest))
+        return await blobs.open_blob(self.driver, self.observer, Name.parse(name), Digest.parse(digest))
 
     async def delete_blob(self, name: str, digest: str) -> None:
         self._deletable()
@@ -69,7 +72,7 @@ class Registry:
         self._writable()
         target = Name.parse(name)
         return await blobs.mount(
-            self.driver, target, Digest.parse(digest), Name.parse(source) if source is not None else None
+            self.driver, self.observer, target, Digest.parse(digest), Name.parse(source) if source is not None else None
         )
 
     # -- uploads -------------------------------------------------------------------------------
@@ -131,13 +134,13 @@ class Registry:
     # -- manifests, tags, catalog ---------------------------------------------------------------
 
     async def get_manifest(self, name: str, reference: str) -> Manifest:
-        return await manifests.read(self.driver, Name.parse(name), Reference.parse(reference))
+        return await manifests.read(self.driver, self.observer, Name.parse(name), Reference.parse(reference))
 
     async def put_manifest(self, name: str, reference: str, body: bytes, content_type: str | None) -> Manifest:
         self._writable()
         repository = Name.parse(name)
         ref = Reference(None, Digest.parse(reference)) if ":" in reference else Reference(validate_tag(reference), None)
-        return await manifests.write(self.driver, repository, ref, body, content_type)
+        return await manifests.write(self.driver, self.observer, repository, ref, body, content_type)
 
     async def delete_manifest(self, name: str, reference: str) -> None:
         self._deletable()

@@ -28,6 +28,7 @@ from storage.blobs import BlobInfo
 from storage.digest import Digest, Hasher, new_hasher
 from storage.driver import Busy, FileWriter, PathNotFound, StorageDriver
 from storage.errors import DigestInvalid, RangeInvalid, SizeInvalid, UploadBusy, UploadUnknown
+from storage.gc.touch import Observer
 from storage.names import Name
 
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -120,9 +121,10 @@ class UploadWriter:
 
 
 class Uploads:
-    def __init__(self, driver: StorageDriver, hashing: Executor) -> None:
+    def __init__(self, driver: StorageDriver, hashing: Executor, observer: Observer) -> None:
         self._driver = driver
         self._hashing = hashing
+        self._observer = observer
         self._hashers = HasherCache()
 
     async def start(self, name: Name) -> str:
@@ -213,9 +215,8 @@ class Uploads:
             else:
                 actual = await self._hash_stored(data, digest.algorithm)
             matches = actual == digest.hex
-            if matches and await blobs.stored_size(self._driver, digest) is None:
-                await file.commit()
-                await self._driver.move(data, paths.blob_data(digest))
+            if matches:
+                await self._store(file, data, digest)
             size = file.size
         finally:
             await file.close()
@@ -227,6 +228,26 @@ class Uploads:
             )
         await blobs.link(self._driver, name, digest)
         return BlobInfo(digest, size)
+
+    async def _store(self, file: FileWriter, data: str, digest: Digest) -> None:
+        """Move the upload into ``blobs/`` unless the blob is stored; then it is touched instead (a
+        dedup commit of an old blob is the race garbage collectors lost, operations.md §1.1). Both
+        happen under the blob's shared stripe, so the collector cannot remove the blob in between."""
+        target = paths.blob_data(digest)
+        durable = False
+        if await blobs.stored(self._driver, digest) is None:
+            await file.commit()  # the fsync, before the stripe is held
+            durable = True
+        async with self._observer.held(digest):
+            found = await blobs.stored(self._driver, digest)
+            if found is None:
+                if not durable:
+                    await file.commit()
+                await self._driver.move(data, target)
+                # The data's mtime is its last append, maybe long ago for a paused upload.
+                await self._observer.touch_held(digest)
+            elif not self._observer.fresh(found):
+                await self._observer.touch_held(digest)
 
     async def _hash_stored(self, path: str, algorithm: str) -> str:
         hasher = new_hasher(algorithm)

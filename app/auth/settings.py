@@ -107,8 +107,3 @@ class KuraAuth(_Strict):
     def policies_enabled(self) -> bool:
         """Without policies every authenticated user may do everything, as under registry:2."""
         return bool(self.repositories or self.admins)
-
-
-class Kura(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    auth: KuraAuth = KuraAuth()

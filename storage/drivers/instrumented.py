@@ -74,12 +74,26 @@ class InstrumentedDriver:
         finally:
             self._done("List", started)
 
-    async def move(self, source: str, target: str) -> None:
+    async def move(self, source: str, target: str, *, durable: bool = True) -> None:
         started = time.perf_counter()
         try:
-            await self.inner.move(source, target)
+            await self.inner.move(source, target, durable=durable)
         finally:
             self._done("Move", started)
+
+    async def move_many(self, pairs: Sequence[tuple[str, str]], *, durable: bool = True) -> Sequence[bool]:
+        started = time.perf_counter()
+        try:
+            return await self.inner.move_many(pairs, durable=durable)
+        finally:
+            self._done("MoveMany", started)
+
+    async def delete_many(self, paths: Sequence[str]) -> None:
+        started = time.perf_counter()
+        try:
+            await self.inner.delete_many(paths)
+        finally:
+            self._done("DeleteMany", started)
 
     async def delete(self, path: str) -> None:
         started = time.perf_counter()

@@ -88,12 +88,34 @@ class InMemoryDriver:
         start = len(path) + 1 if path else 0
         return sorted({p[start:].split("/", 1)[0] for p in below})
 
-    async def move(self, source: str, target: str) -> None:
-        file = self._file(source)
+    async def move(self, source: str, target: str, *, durable: bool = True) -> None:
         if self._below(target):
             raise IsADirectoryError(target)
-        del self._files[source]
-        self._files[target] = file
+        if source not in self._files:
+            below = self._below(source)
+            if not below:
+                raise PathNotFound(source)
+            for path in below:  # a directory: every file below it, at once (no await in between)
+                self._files[target + path[len(source) :]] = self._files.pop(path)
+            return
+        self._files[target] = self._files.pop(source)
+
+    async def move_many(self, pairs: Sequence[tuple[str, str]], *, durable: bool = True) -> Sequence[bool]:
+        moved = []
+        for source, target in pairs:
+            try:
+                await self.move(source, target)
+                moved.append(True)
+            except PathNotFound:
+                moved.append(False)
+        return moved
+
+    async def delete_many(self, paths: Sequence[str]) -> None:
+        for path in paths:
+            try:
+                await self.delete(path)
+            except PathNotFound:
+                pass
 
     async def delete(self, path: str) -> None:
         if path in self._files:

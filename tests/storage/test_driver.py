@@ -66,6 +66,28 @@ async def test_move_replaces_and_delete_is_recursive(driver: StorageDriver) -> N
         await driver.delete("dst")
 
 
+async def test_move_takes_a_whole_directory(driver: StorageDriver) -> None:
+    # Garbage collection moves a blob's directory into the trash in one step, not durably.
+    await driver.put_content("blobs/ab/abc/data", b"blob")
+    await driver.put_content("blobs/ab/abd/data", b"other")
+    await driver.move("blobs/ab/abc", "trash/1/abc", durable=False)
+    assert await driver.get_content("trash/1/abc/data") == b"blob"
+    assert await driver.stat_many(["blobs/ab/abc/data", "blobs/ab/abc"]) == [None, None]
+    assert await driver.get_content("blobs/ab/abd/data") == b"other"
+    with pytest.raises(PathNotFound):
+        await driver.move("blobs/ab/abc", "trash/2/abc")
+
+
+async def test_move_many_and_delete_many_take_what_is_there(driver: StorageDriver) -> None:
+    for path in ("m/a/data", "m/b/data", "m/c/x/y"):
+        await driver.put_content(path, path.encode())
+    moved = await driver.move_many([("m/a", "t/a"), ("m/none", "t/none"), ("m/b/data", "t/b")], durable=False)
+    assert moved == [True, False, True]
+    assert await driver.get_content("t/a/data") == b"m/a/data" and await driver.get_content("t/b") == b"m/b/data"
+    await driver.delete_many(["t/a", "m/none", "m/c", "t/b"])
+    assert await driver.stat_many(["t/a/data", "t/b", "m/c/x/y"]) == [None, None, None]
+
+
 async def test_walk_yields_every_file(driver: StorageDriver) -> None:
     expected = sorted(f"w/{i % 7}/{i}" for i in range(1100))  # more than one batch
     for path in expected:

@@ -1,0 +1,168 @@
+"""``kura garbage-collect`` (registry:2's command and flags, plus ``--offline`` and ``--grace``) and the
+server's schedule, which runs the same collection online, every ``kura.gc.interval``, at most once at
+a time among all worker processes (the leader lock), and purges stale uploads every
+``storage.maintenance.uploadpurging.interval``.
+
+On the filesystem driver the server runs each collection as a child process at a lower CPU priority
+(``nice``), so requests keep their share of the cores while it marks and sweeps; other drivers
+(in-memory: one process by nature) run it in the worker itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import subprocess
+import sys
+import time
+from typing import Any
+
+from app.config import SETTINGS_ENV, Settings
+
+log = logging.getLogger("kura.gc")
+
+NICENESS = 19  # the lowest priority short of SCHED_IDLE, which could starve a run holding a stripe lock
+TICK_MAX = 60.0  # seconds between looks at the schedule, at most
+
+
+def add_parser(commands: Any) -> None:
+    g = commands.add_parser(
+        "garbage-collect",
+        help="remove what no tag or manifest needs (registry:2's command; safe beside a running Kura)",
+        description="Mark what tags, manifests, index children and referrers need; sweep the rest. Without "
+        "--offline it is safe beside a serving Kura on the same root: it honours the grace period and the "
+        "collector lock the server's own GC takes.",
+    )
+    g.add_argument("configuration", nargs="?", help="config.yml (as registry:2 takes it)")
+    g.add_argument("--config", help="config.yml (the same as the positional argument)")
+    g.add_argument("--root", help="storage root (storage.filesystem.rootdirectory)")
+    g.add_argument("-d", "--dry-run", action="store_true", help="print what would be removed, remove nothing")
+    g.add_argument("-m", "--delete-untagged", action="store_true", help="also remove manifests no tag reaches")
+    g.add_argument("-q", "--quiet", action="store_true", help="print only the totals")
+    g.add_argument("--offline", action="store_true", help="the registry is stopped: no grace period")
+    g.add_argument("--grace", help="override kura.gc.grace (e.g. 90s, 2h)")
+    g.add_argument("--settings-env", action="store_true", help=argparse.SUPPRESS)  # the server's own runs
+    g.set_defaults(func=command)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from app.cli import resolve_storage
+
+    if args.settings_env:
+        return Settings.model_validate_json(os.environ[SETTINGS_ENV])
+    return resolve_storage(args.configuration or args.config, args.root)
+
+
+def command(args: argparse.Namespace) -> int:
+    from storage import drivers
+    from storage.driver import Busy
+    from storage.gc import collector, duration
+
+    settings = _settings(args)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet and not args.settings_env else logging.INFO,
+        format="kura gc: %(message)s",
+        stream=sys.stderr,
+    )
+    overrides: dict[str, object] = {"dry_run": args.dry_run, "offline": args.offline}
+    if args.delete_untagged:
+        overrides["delete_untagged"] = True
+    if args.grace:
+        try:
+            overrides["grace"] = duration.parse(args.grace)
+        except ValueError as exc:
+            print(f"kura garbage-collect: {exc}", file=sys.stderr)
+            return 2
+    options = collector.Settings.of(
+        settings.kura.gc, settings.kura.retention, settings.storage.maintenance.uploadpurging, **overrides
+    )
+    if settings.storage.driver() != "filesystem":
+        print("kura garbage-collect: only a filesystem root can be collected from the command line", file=sys.stderr)
+        return 2
+
+    async def run() -> str:
+        driver = drivers.create("filesystem", {"rootdirectory": settings.root})
+        try:
+            report = await collector.collect(driver, options)
+        finally:
+            await driver.close()
+        return report.render(quiet=args.quiet or args.settings_env)
+
+    try:
+        output = asyncio.run(run())
+    except Busy:
+        print("kura garbage-collect: another collection is running on this root; try again later", file=sys.stderr)
+        return 1
+    if args.settings_env:
+        log.info("%s", output.strip())  # the server's own run: into its log
+    else:
+        print(output, end="")
+    return 0
+
+
+# -- the server's schedule ---------------------------------------------------------------------------
+
+
+def start(settings: Settings, registry: Any) -> asyncio.Task[None] | None:
+    """The schedule's task for this worker, or None when nothing is scheduled (or the root is read-only)."""
+    gc = settings.kura.gc
+    purging = settings.storage.maintenance.uploadpurging
+    if settings.storage.maintenance.readonly.enabled or not (gc.enabled or purging.enabled):
+        return None
+    return asyncio.create_task(_schedule(settings, registry), name="kura-gc")
+
+
+async def _schedule(settings: Settings, registry: Any) -> None:
+    from storage.driver import Busy
+    from storage.gc import collector, purging, state
+
+    gc = settings.kura.gc
+    uploads = settings.storage.maintenance.uploadpurging
+    intervals = [i for i, on in ((gc.interval, gc.enabled), (uploads.interval, uploads.enabled)) if on]
+    tick = min(TICK_MAX, max(0.2, min(intervals) / 4))
+    driver = registry.driver
+    while True:
+        await asyncio.sleep(tick * random.uniform(0.5, 1.5))  # workers look at different moments
+        try:
+            saved = await state.load(driver)
+            now = time.time_ns()
+            last = saved.last()
+            if gc.enabled and (last is None or now - int(last.get("started_ns", 0)) >= gc.interval * 1e9):
+                if driver.name == "filesystem":
+                    await _collect_in_child(settings)
+                else:
+                    options = collector.Settings.of(gc, settings.kura.retention, uploads)
+                    await collector.collect(driver, options)
+            elif uploads.enabled and now - saved.uploads_purged_ns >= uploads.interval * 1e9:
+                await purging.purge_all(driver, uploads)
+        except Busy:
+            continue  # another worker (or a `kura garbage-collect`) is collecting
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("garbage collection failed; trying again at the next interval")
+
+
+async def _collect_in_child(settings: Settings) -> None:
+    env = dict(os.environ, **{SETTINGS_ENV: settings.model_dump_json()})
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "app",
+        "garbage-collect",
+        "--settings-env",
+        env=env,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=lambda: os.nice(NICENESS),
+    )
+    try:
+        await child.wait()
+    finally:
+        if child.returncode is None:  # the worker is stopping: so does its collection (it is restartable)
+            with contextlib.suppress(ProcessLookupError):
+                child.terminate()
+            await child.wait()

@@ -1,0 +1,290 @@
+"""Mark and sweep on built trees, on every driver: what garbage collection keeps and what it removes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.images import buildkit
+from storage import Registry, StorageDriver, mediatypes, paths
+from storage.digest import Digest
+from storage.driver import Busy, PathNotFound
+from storage.errors import ManifestBlobUnknown
+from storage.gc import collector, state, touch
+from storage.gc.config import UploadPurging
+from tests.storage.gctree import HOUR, age, blob_ok, collect, manifest_ok, push, varied_cache
+
+
+async def _stored(driver: StorageDriver, digest: str) -> bool:
+    return (await driver.stat_many([paths.blob_data(Digest.parse(digest))]))[0] is not None
+
+
+async def test_multi_arch_index_with_attestations_is_kept_whole(registry: Registry, driver: StorageDriver) -> None:
+    index = buildkit.attested_index("r/app:1", ["amd64", "arm64"], [buildkit.PROVENANCE_V02, buildkit.SPDX], True)
+    await push(registry, "r/app", index, "1")
+    garbage = buildkit.single_image("amd64", marker="old")
+    old = await push(registry, "r/app", garbage)  # untagged
+    age(driver, 2 * HOUR)
+
+    report = await collect(driver, delete_untagged=True)
+
+    assert await manifest_ok(registry, "r/app", "1")
+    children = json.loads(index.root[0])["manifests"]
+    assert all([await manifest_ok(registry, "r/app", c["digest"]) for c in children])
+    assert report.repositories["r/app"].manifests == [Digest.parse(old)]
+    assert not await _stored(driver, old)
+    kept = set(index.blobs)
+    gone = set(garbage.blobs) - kept
+    assert gone and not any([await _stored(driver, d) for d in gone])
+    assert report.blobs_deleted == len(gone) + 1  # its blobs and the manifest itself
+
+
+@pytest.mark.parametrize("image_manifest", [True, False])
+async def test_buildkit_cache_keeps_the_tagged_cache_in_either_form(
+    registry: Registry, driver: StorageDriver, image_manifest: bool
+) -> None:
+    first = varied_cache(1, image_manifest)
+    await push(registry, "cache/app", first, "cache")
+    second = varied_cache(2, image_manifest)
+    await push(registry, "cache/app", second, "cache")  # a rebuild: the tag moves
+    age(driver, 2 * HOUR)
+
+    await collect(driver, delete_untagged=True)
+
+    assert await manifest_ok(registry, "cache/app", "cache")  # legacy index children are blobs: still served
+    assert all([await _stored(driver, d) for d in second.blobs])
+    only_first = set(first.blobs) - set(second.blobs)
+    assert only_first and not any([await _stored(driver, d) for d in only_first])
+    assert not await _stored(driver, buildkit.digest_of(first.root[0]))
+
+
+async def _chain(registry: Registry) -> tuple[str, str, str]:
+    """An image (tagged), an SBOM of it and a signature of the SBOM (both untagged referrers)."""
+    image = buildkit.single_image("amd64", marker="signed")
+    image_digest = await push(registry, "r/signed", image, "v1")
+    subject = buildkit.descriptor(mediatypes.OCI_MANIFEST, image.root[0])
+    sbom = buildkit.artifact_for(subject, "application/spdx+json", b'{"spdx":1}', "application/spdx+json")
+    sbom_digest = await push(registry, "r/signed", sbom)
+    signature = buildkit.artifact_for(
+        buildkit.descriptor(mediatypes.OCI_MANIFEST, sbom.root[0]),
+        "application/vnd.dev.cosign.artifact.sig.v1+json",
+        b"signature",
+        "application/vnd.dev.cosign.simplesigning.v1+json",
+    )
+    signature_digest = await push(registry, "r/signed", signature)
+    return image_digest, sbom_digest, signature_digest
+
+
+async def test_referrer_chain_is_kept_with_its_subject(registry: Registry, driver: StorageDriver) -> None:
+    image, sbom, signature = await _chain(registry)
+    age(driver, 2 * HOUR)
+    report = await collect(driver, delete_untagged=True)
+    assert report.manifests_deleted == 0
+    for digest in (image, sbom, signature):
+        assert await manifest_ok(registry, "r/signed", digest)
+    assert [r["digest"] for r in await registry.list_referrers("r/signed", image)] == [sbom]
+
+
+async def test_referrers_of_a_deleted_subject_go_after_the_grace_period(
+    registry: Registry, driver: StorageDriver
+) -> None:
+    image, sbom, signature = await _chain(registry)
+    await registry.delete_manifest("r/signed", image)
+    report = await collect(driver)  # within the grace period: nothing goes
+    assert report.manifests_deleted == 0 and await manifest_ok(registry, "r/signed", signature)
+
+    age(driver, 2 * HOUR)
+    report = await collect(driver, orphan_referrers=False)  # referrers kept as registry:2 would keep them
+    assert report.manifests_deleted == 0
+
+    report = await collect(driver)  # untagged manifests are kept, but not referrers of nothing
+    assert set(report.repositories["r/signed"].manifests) == {Digest.parse(sbom), Digest.parse(signature)}
+    assert not await manifest_ok(registry, "r/signed", sbom)
+
+
+async def test_untagged_manifests_without_and_with_delete_untagged(registry: Registry, driver: StorageDriver) -> None:
+    untagged = await push(registry, "r/u", buildkit.single_image("amd64", marker="untagged"))
+    await push(registry, "r/u", buildkit.single_image("amd64", marker="tagged"), "t")
+    report = await collect(driver, delete_untagged=True)
+    assert report.manifests_deleted == 0  # pushed within the grace period
+
+    age(driver, 2 * HOUR)
+    report = await collect(driver)
+    assert report.manifests_deleted == 0 and await manifest_ok(registry, "r/u", untagged)
+
+    dry = await collect(driver, delete_untagged=True, dry_run=True)
+    assert dry.repositories["r/u"].manifests == [Digest.parse(untagged)]
+    assert await manifest_ok(registry, "r/u", untagged)  # a dry run removes nothing
+
+    report = await collect(driver, delete_untagged=True)
+    assert report.repositories["r/u"].manifests == [Digest.parse(untagged)]
+    assert not await manifest_ok(registry, "r/u", untagged)
+    assert await manifest_ok(registry, "r/u", "t")
+
+
+async def test_fallback_tag_keeps_the_referrers_it_lists(registry: Registry, driver: StorageDriver) -> None:
+    image = buildkit.single_image("amd64", marker="fallback")
+    image_digest = await push(registry, "r/fb", image, "v1")
+    subject = buildkit.descriptor(mediatypes.OCI_MANIFEST, image.root[0])
+    sig = buildkit.artifact_for(subject, "application/example", b"sig", "application/example")
+    sig_digest = await push(registry, "r/fb", sig)
+    fallback = buildkit.indented(
+        {
+            "schemaVersion": 2,
+            "mediaType": mediatypes.OCI_INDEX,
+            "manifests": [buildkit.descriptor(mediatypes.OCI_MANIFEST, sig.root[0])],
+        }
+    )
+    tag = image_digest.replace(":", "-")
+    await registry.put_manifest("r/fb", tag, fallback, mediatypes.OCI_INDEX)
+    await registry.delete_manifest("r/fb", "v1")  # the image loses its tag; the fallback tag stays
+    age(driver, 2 * HOUR)
+
+    report = await collect(driver, delete_untagged=True)
+
+    assert await manifest_ok(registry, "r/fb", tag) and await manifest_ok(registry, "r/fb", sig_digest)
+    assert report.repositories["r/fb"].manifests == [Digest.parse(image_digest)]
+
+
+async def test_unreferenced_blobs_dangling_links_and_empty_repositories(
+    registry: Registry, driver: StorageDriver
+) -> None:
+    async def one(data: bytes) -> str:
+        digest = buildkit.digest_of(data)
+        await registry.put_blob("r/only-blobs", digest, _body(data), len(data))
+        return digest
+
+    lone = await one(b"an orphan blob")
+    stale = await registry.start_upload("r/only-blobs")
+    started = paths.upload_started_at("r/only-blobs", stale)
+    await driver.put_content(started, b"2026-01-01T00:00:00Z")  # past registry:2's 168h
+    fresh = await registry.start_upload("r/keep")
+    await push(registry, "r/keep", buildkit.single_image("amd64", marker="keep"), "k")
+    age(driver, 2 * HOUR)
+
+    report = await collect(driver, uploads=UploadPurging())
+
+    assert not await _stored(driver, lone)
+    only = report.repositories["r/only-blobs"]
+    assert only.layer_links == 1 and only.uploads == 1 and only.removed
+    assert "r/only-blobs" not in (await registry.list_repositories(100, None))[0]
+    assert await manifest_ok(registry, "r/keep", "k")
+    assert await registry.upload_size("r/keep", fresh) == 0
+    assert await _trash(driver)  # swept blobs wait there for trash_delay
+    await collect(driver)
+    assert not await _trash(driver)  # trash_delay 0: erased at the next run's start
+    saved = await state.load(driver)
+    assert [run["blobs_deleted"] for run in saved.runs] == [1, 0] and saved.generation == 1
+
+
+async def _trash(driver: StorageDriver) -> list[str]:
+    try:
+        return await driver.list(state.TRASH)
+    except PathNotFound:
+        return []
+
+
+async def _body(data: bytes):  # type: ignore[no-untyped-def]
+    yield data
+
+
+async def test_a_blob_observed_during_the_sweep_survives(registry: Registry, driver: StorageDriver) -> None:
+    data = b"a layer someone is about to use"
+    digest = buildkit.digest_of(data)
+    await registry.put_blob("r/race", digest, _body(data), len(data))
+    age(driver, 2 * HOUR)
+    observed = False
+
+    class Racing:
+        """The driver, with a client's HEAD arriving just before the sweeper locks the blob's stripe."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(driver, name)
+
+        def lock(self, path: str, **kwargs: object):  # type: ignore[no-untyped-def]
+            nonlocal observed
+            if path.startswith("kura/locks/blobs/") and not kwargs.get("shared") and not observed:
+                observed = True
+                return _then(registry.stat_blob("r/race", digest), driver.lock(path, **kwargs))  # type: ignore[arg-type]
+            return driver.lock(path, **kwargs)  # type: ignore[arg-type]
+
+    report = await collector.collect(Racing(), collector.Settings(grace=HOUR))  # type: ignore[arg-type]
+
+    assert observed and report.postponed == 1 and report.blobs_deleted == 0
+    assert await blob_ok(registry, "r/race", digest)
+
+
+class _then:
+    """An async context manager that first awaits ``before``, then enters ``inner``."""
+
+    def __init__(self, before: object, inner: object) -> None:
+        self.before, self.inner = before, inner
+
+    async def __aenter__(self) -> None:
+        await self.before  # type: ignore[misc]
+        await self.inner.__aenter__()  # type: ignore[attr-defined]
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.inner.__aexit__(*exc)  # type: ignore[attr-defined]
+
+
+async def test_a_push_racing_the_sweep_gets_manifest_blob_unknown_then_succeeds(
+    registry: Registry, driver: StorageDriver
+) -> None:
+    image = buildkit.single_image("amd64", marker="racing")
+    for digest, data in image.blobs.items():
+        await registry.put_blob("r/push", digest, _body(data), len(data))
+    age(driver, 2 * HOUR)  # the client paused between its blob uploads and its manifest PUT
+    await collect(driver)
+    body, media_type = image.root
+    with pytest.raises(ManifestBlobUnknown):
+        await registry.put_manifest("r/push", "v1", body, media_type)
+    await push(registry, "r/push", image, "v1")  # the client's retry pushes the blobs again
+    assert await manifest_ok(registry, "r/push", "v1")
+
+
+async def test_a_manifest_put_during_the_sweep_keeps_its_blobs(registry: Registry, driver: StorageDriver) -> None:
+    image = buildkit.single_image("amd64", marker="in-time")
+    for digest, data in image.blobs.items():
+        await registry.put_blob("r/put", digest, _body(data), len(data))
+    age(driver, 2 * HOUR)
+    body, media_type = image.root
+    pushed = False
+
+    class Racing:
+        def __getattr__(self, name: str) -> object:
+            return getattr(driver, name)
+
+        def lock(self, path: str, **kwargs: object):  # type: ignore[no-untyped-def]
+            nonlocal pushed
+            if path.startswith("kura/locks/blobs/") and not kwargs.get("shared") and not pushed:
+                pushed = True
+                put = registry.put_manifest("r/put", "v1", body, media_type)
+                return _then(put, driver.lock(path, **kwargs))  # type: ignore[arg-type]
+            return driver.lock(path, **kwargs)  # type: ignore[arg-type]
+
+    report = await collector.collect(Racing(), collector.Settings(grace=HOUR))  # type: ignore[arg-type]
+
+    assert pushed and report.blobs_deleted == 0
+    assert await manifest_ok(registry, "r/put", "v1")
+
+
+async def test_one_collector_at_a_time(driver: StorageDriver) -> None:
+    async with state.leader(driver):
+        with pytest.raises(Busy):
+            await collect(driver)
+
+
+async def test_grace_never_shorter_than_twice_a_servers_touch_interval(
+    registry: Registry, driver: StorageDriver
+) -> None:
+    data = b"observed a minute ago"
+    digest = buildkit.digest_of(data)
+    await registry.put_blob("r/floor", digest, _body(data), len(data))
+    await touch.publish(driver, 600)  # a server with a 10 minute grace: it touches every 150 s
+    age(driver, 60)
+    report = await collect(driver, grace=10)
+    assert report.grace == 300 and report.blobs_deleted == 0
+    report = await collect(driver, grace=10, offline=True)  # a stopped registry: no floor
+    assert report.blobs_deleted == 1
