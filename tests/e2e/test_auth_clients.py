@@ -166,6 +166,34 @@ def test_docker_login_push_pull(
     assert refused(fails(DOCKER, "pull", f"{host}/e2e/docker:v1", env=env))
 
 
+def test_buildkit_pushes_and_imports_its_cache_with_credentials(
+    docker_host: str, registry: Registry, tmp_path: Path
+) -> None:
+    """A BuildKit build exports its cache inline into the image it pushes, then a rebuild from an
+    empty builder imports that cache from the registry: both with docker login's credentials."""
+    env = dict(os.environ, DOCKER_HOST=docker_host, DOCKER_CONFIG=str(tmp_path / "docker-config"), DOCKER_BUILDKIT="1")
+    host = registry.host
+    run(DOCKER, "login", "-u", "alice", "--password-stdin", host, env=env, stdin=PASSWORDS["alice"])
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "hello.txt").write_text(f"cached by buildkit ({registry.mode})\n")
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY hello.txt /hello.txt\n")
+    ref = f"{host}/e2e/cached:v1"
+    run(DOCKER, "build", "--progress=plain", "--build-arg", "BUILDKIT_INLINE_CACHE=1", "-t", ref, str(context), env=env)
+    run(DOCKER, "push", ref, env=env)
+    manifest = stored(registry, "e2e/cached", "v1").json()
+    with client(registry.url, "alice") as c:
+        config = c.get(f"/v2/e2e/cached/blobs/{manifest['config']['digest']}").json()
+    assert "moby.buildkit.cache.v0" in config  # the inline cache BuildKit exported
+    run(DOCKER, "rmi", ref, env=env)
+    run(DOCKER, "builder", "prune", "--all", "--force", env=env)
+    rebuilt = run(
+        DOCKER, "build", "--progress=plain", "--cache-from", ref, "-t", f"{host}/e2e/cached:v2", str(context), env=env
+    )
+    assert "importing cache manifest from" in rebuilt and "CACHED" in rebuilt, rebuilt
+    run(DOCKER, "logout", host, env=env)
+
+
 def storage_flags(base: Path, tool: str) -> list[str]:
     runroot = tempfile.mkdtemp(prefix=f"{tool}-", dir="/tmp")  # podman wants a runroot under 50 characters
     return ["--root", str(base / tool / "root"), "--runroot", runroot, "--storage-driver", "vfs"]

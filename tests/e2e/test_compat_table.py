@@ -25,11 +25,26 @@ VERSION_OF = {
 PYPI = {"oras": "oras", "python-dxf": "python-dxf"}
 
 
-def table() -> list[list[str]]:
+def block() -> str:
     text = (Path(REPO) / "README.md").read_text()
-    block = text.split("<!-- compat:start -->")[1].split("<!-- compat:end -->")[0]
-    rows = [line for line in block.strip().splitlines()[2:] if line.startswith("|")]
+    return text.split("<!-- compat:start -->")[1].split("<!-- compat:end -->")[0]
+
+
+def table() -> list[list[str]]:
+    rows = [line for line in block().strip().splitlines()[2:] if line.startswith("|")]
     return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+
+
+def recorded_release() -> str:
+    """The Debian release whose versions the table records (its header says which)."""
+    found = re.search(r"version tested \(Debian (\d+)\)", block())
+    assert found, "the table's header names the Debian release its versions are from"
+    return found[1]
+
+
+def this_release() -> str:
+    fields = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
+    return fields.get("VERSION_ID", "").strip('"')
 
 
 def installed_version(client: str) -> str:
@@ -50,6 +65,11 @@ def e2e_tests() -> set[str]:
 
 
 def test_versions_match_what_is_installed() -> None:
+    if this_release() != recorded_release():
+        # Another Debian ships other client versions: that is no failure, but the table cannot vouch
+        # for them, so say what this run tested instead (pytest -rs shows it).
+        seen = "; ".join(f"{row[0].split(' (')[0]} {installed_version(row[0]).strip()[:60]}" for row in table())
+        pytest.skip(f"the table records Debian {recorded_release()}; this run, on Debian {this_release()}: {seen}")
     for client, version, _, _ in table():
         assert re.search(rf"(^|[^\d.]){re.escape(version)}([^\d]|$)", installed_version(client)), (client, version)
 
