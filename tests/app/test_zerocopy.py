@@ -24,20 +24,6 @@ BLOB = os.urandom((8 << 20) + 12345)
 
 
 @pytest.fixture
-def sendfiles(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The byte counts of every sendfile the server did."""
-    counts: list[int] = []
-    real = app.zerocopy._sendfile_all
-
-    def counting(sock: int, fd: int, offset: int, count: int) -> int:
-        counts.append(count)
-        return real(sock, fd, offset, count)
-
-    monkeypatch.setattr(app.zerocopy, "_sendfile_all", counting)
-    return counts
-
-
-@pytest.fixture
 def driver_name() -> str:
     return "filesystem"  # sendfile needs a file descriptor, which only this driver's readers have
 
