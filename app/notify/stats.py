@@ -1,12 +1,10 @@
-"""Per-endpoint notification counters of this process, for the metrics layer to read.
+"""Per-endpoint notification counters of this process, also fed to the metrics layer.
 
-registry:2 exports these families (``notifications/metrics.go``; go-metrics appends ``_total``):
-``EVENTS_TOTAL{type,endpoint}`` with type Events|Successes|Failures|Errors, the gauge
-``PENDING_TOTAL{endpoint}`` and ``STATUS_TOTAL{code,endpoint}`` with code like "200 OK". The
-counters below map onto them one to one; ``dropped`` (spool bound reached) is Kura's own.
-
-Every change goes through one of the methods below, so wiring these into the metrics layer is one
-line in each.
+Each method below updates registry:2's families (``notifications/metrics.go``) in ``app.metrics``:
+``registry_notifications_events_total{type,endpoint}`` with type Events|Successes|Failures|Errors,
+the gauge ``registry_notifications_pending_total{endpoint}`` and
+``registry_notifications_status_total{code,endpoint}`` with code like "200 OK"; ``dropped`` (spool
+bound reached) is Kura's own ``kura_notifications_dropped_total``.
 
 Counters count what this process did: events it spooled, and deliveries while it led the endpoint.
 ``pending`` is the spool's length as last seen by this process's leader (the spool is shared, so
@@ -20,11 +18,6 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 
 from app import metrics
-
-EVENTS_TOTAL = "registry_notifications_events_total"
-PENDING_TOTAL = "registry_notifications_pending_total"
-STATUS_TOTAL = "registry_notifications_status_total"
-DROPPED_TOTAL = "kura_notifications_dropped_total"
 
 
 @dataclass
