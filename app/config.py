@@ -20,6 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from app.auth.settings import Auth, KuraAuth
 from app.notify.config import Notifications
+from storage import drivers
 from storage.gc.config import GCConfig, RetentionPolicy, UploadPurging
 
 ENV_PREFIX = "REGISTRY_"
@@ -28,7 +29,7 @@ DEFAULT_ROOT = "/var/lib/registry"
 SETTINGS_ENV = "KURA_SETTINGS_JSON"  # hands the resolved settings to worker processes
 REFUSED = ("proxy", "redis")
 AUTH_KINDS = ("htpasswd", "token")
-DRIVERS = ("filesystem", "inmemory")
+DRIVERS = drivers.NAMES  # the storage drivers Kura ships, one list for config and driver factory
 STORAGE_OPTIONS = ("delete", "maintenance", "cache", "redirect", "tag")
 
 
