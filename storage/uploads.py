@@ -78,9 +78,14 @@ def _busy(upload_id: str) -> UploadBusy:
     return UploadBusy("another request is writing this upload; retry when it has finished", {"uuid": upload_id})
 
 
+def _covers(item: RunningHash | None, algorithm: str, offset: int) -> bool:
+    """Whether ``item`` is the ``algorithm`` hash of exactly the first ``offset`` bytes."""
+    return item is not None and item.offset == offset and item.algorithm == algorithm
+
+
 def _resume(item: RunningHash | None, algorithm: str, offset: int) -> RunningHash:
     """The running hash to continue at ``offset``: ``item`` when it is there, else a fresh one."""
-    if item is not None and item.offset == offset and item.algorithm == algorithm:
+    if item is not None and _covers(item, algorithm, offset):
         return item
     # At 0 a fresh hash covers the file; anywhere else the state is unknown and commit re-hashes.
     return RunningHash(algorithm, 0 if offset == 0 else -1, new_hasher(algorithm))
@@ -210,7 +215,7 @@ class Uploads:
         file = await self._open(name, upload_id)
         try:
             running = self._hashers.pop(upload_id)
-            if running is not None and running.offset == file.size and running.algorithm == digest.algorithm:
+            if running is not None and _covers(running, digest.algorithm, file.size):
                 actual = running.hasher.hexdigest()
             else:
                 actual = await self._hash_stored(data, digest.algorithm)
@@ -261,10 +266,9 @@ class Uploads:
         return hasher.hexdigest()
 
     async def _remove(self, name: Name, upload_id: str) -> None:
-        self._hashers.pop(upload_id)
         try:
-            await self._driver.delete(paths.upload(name, upload_id))
-        except PathNotFound:
+            await self.cancel(name, upload_id)
+        except UploadUnknown:
             pass  # already gone: another commit or cancel finished first
 
     async def cancel(self, name: Name, upload_id: str) -> None:
