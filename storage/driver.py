@@ -76,8 +76,13 @@ class FileWriter(Protocol):
         """Start making what was written durable, in the background (a hint; may do nothing)."""
         ...
 
-    async def commit(self) -> None:
-        """Make everything written durable (the file at its path survives a crash)."""
+    async def commit(self, move_to: str | None = None) -> None:
+        """Make everything written durable (the file at its path survives a crash).
+
+        With ``move_to`` the file then also moves there, as ``StorageDriver.move`` would, in the same
+        round trip: an upload becomes a blob in one step (an object store completes its multipart
+        upload at the target). The writer still holds the file, at its new path, until ``close``.
+        """
         ...
 
     async def truncate(self, size: int) -> None: ...

@@ -106,14 +106,13 @@ class Registry:
         digest: str,
         chunks: AsyncIterable[bytes] | None = None,
         length: int | None = None,
+        start: int | None = None,
     ) -> BlobInfo:
+        """Commit the upload, after appending its last chunk when there is one (see ``Uploads.commit``)."""
         self._writable()
-        repository = Name.parse(name)
-        uploads.validate_id(upload_id)
-        parsed = Digest.parse(digest)
-        if chunks is not None:
-            await self._uploads.append(repository, upload_id, chunks, None, length, parsed.algorithm)
-        return await self._uploads.commit(repository, upload_id, parsed)
+        return await self._uploads.commit(
+            Name.parse(name), uploads.validate_id(upload_id), Digest.parse(digest), chunks, start, length
+        )
 
     async def cancel_upload(self, name: str, upload_id: str) -> None:
         self._writable()

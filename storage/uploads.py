@@ -172,28 +172,48 @@ class Uploads:
         """
         file = await self._open(name, upload_id)
         try:
-            before = file.size
-            if start is not None and start != before:
-                raise RangeInvalid("chunk does not start at the end of the upload", before)
-            writer = UploadWriter(file, _resume(self._hashers.pop(upload_id), algorithm, before), self._hashing)
-            try:
-                await _stream(writer, chunks)
-                if length is not None and file.size - before != length:
-                    await file.truncate(before)
-                    raise SizeInvalid(
-                        "body length does not match the declared length",
-                        {"declared": length, "received": file.size - before},
-                    )
-            except BaseException:
-                writer.running.offset = -1
-                raise
-            self._hashers.put(upload_id, writer.running)
+            await self._append_held(file, upload_id, chunks, start, length, algorithm)
             return file.size
         finally:
             await file.close()
 
-    async def commit(self, name: Name, upload_id: str, digest: Digest) -> BlobInfo:
-        """Verify the upload against ``digest`` and make it a blob of ``name``.
+    async def _append_held(
+        self,
+        file: FileWriter,
+        upload_id: str,
+        chunks: AsyncIterable[bytes],
+        start: int | None,
+        length: int | None,
+        algorithm: str,
+    ) -> None:
+        before = file.size
+        if start is not None and start != before:
+            raise RangeInvalid("chunk does not start at the end of the upload", before)
+        writer = UploadWriter(file, _resume(self._hashers.pop(upload_id), algorithm, before), self._hashing)
+        try:
+            await _stream(writer, chunks)
+            if length is not None and file.size - before != length:
+                await file.truncate(before)
+                raise SizeInvalid(
+                    "body length does not match the declared length",
+                    {"declared": length, "received": file.size - before},
+                )
+        except BaseException:
+            writer.running.offset = -1
+            raise
+        self._hashers.put(upload_id, writer.running)
+
+    async def commit(
+        self,
+        name: Name,
+        upload_id: str,
+        digest: Digest,
+        chunks: AsyncIterable[bytes] | None = None,
+        start: int | None = None,
+        length: int | None = None,
+    ) -> BlobInfo:
+        """Append the last chunk, if any (as ``append`` does), verify the upload against ``digest``
+        and make it a blob of ``name``.
 
         Order (registry:2's ``blobWriter.Commit``): verify, make durable, move into ``blobs/`` unless
         the blob is already stored (then the upload is simply dropped), link into the repository,
@@ -202,7 +222,7 @@ class Uploads:
         """
         try:
             async with self._driver.lock(paths.upload(name, upload_id), wait=COMMIT_WAIT):
-                info = await self._commit_held(name, upload_id, digest)
+                info = await self._commit_held(name, upload_id, digest, chunks, start, length)
         except PathNotFound:
             raise _unknown(upload_id) from None
         except Busy:
@@ -210,10 +230,20 @@ class Uploads:
         await self._remove(name, upload_id)
         return info
 
-    async def _commit_held(self, name: Name, upload_id: str, digest: Digest) -> BlobInfo:
+    async def _commit_held(
+        self,
+        name: Name,
+        upload_id: str,
+        digest: Digest,
+        chunks: AsyncIterable[bytes] | None,
+        start: int | None,
+        length: int | None,
+    ) -> BlobInfo:
         data = paths.upload_data(name, upload_id)
         file = await self._open(name, upload_id)
         try:
+            if chunks is not None:
+                await self._append_held(file, upload_id, chunks, start, length, digest.algorithm)
             running = self._hashers.pop(upload_id)
             if running is not None and _covers(running, digest.algorithm, file.size):
                 actual = running.hasher.hexdigest()
@@ -221,7 +251,7 @@ class Uploads:
                 actual = await self._hash_stored(data, digest.algorithm)
             matches = actual == digest.hex
             if matches:
-                await self._store(file, data, digest)
+                await self._store(file, digest)
             size = file.size
         finally:
             await file.close()
@@ -234,21 +264,14 @@ class Uploads:
         await blobs.link(self._driver, name, digest)
         return BlobInfo(digest, size)
 
-    async def _store(self, file: FileWriter, data: str, digest: Digest) -> None:
+    async def _store(self, file: FileWriter, digest: Digest) -> None:
         """Move the upload into ``blobs/`` unless the blob is stored; then it is touched instead (a
         dedup commit of an old blob is the race garbage collectors lost, operations.md §1.1). Both
         happen under the blob's shared stripe, so the collector cannot remove the blob in between."""
-        target = paths.blob_data(digest)
-        durable = False
-        if await blobs.stored(self._driver, digest) is None:
-            await file.commit()  # the fsync, before the stripe is held
-            durable = True
         async with self._observer.held(digest):
             found = await blobs.stored(self._driver, digest)
             if found is None:
-                if not durable:
-                    await file.commit()
-                await self._driver.move(data, target)
+                await file.commit(move_to=paths.blob_data(digest))  # fsync and move: one round trip
                 # The data's mtime is its last append, maybe long ago for a paused upload.
                 await self._observer.touch_held(digest)
             elif not self._observer.fresh(found):

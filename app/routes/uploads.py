@@ -86,9 +86,10 @@ async def finish_upload(request: Request) -> Response:
     reg = registry(request)
     chunk = content_range(request)
     if chunk is not None:
-        # A final chunk with its range: append it as a PATCH would, then commit.
-        await reg.append_upload(name, upload_id, body(request), start=chunk[0], length=chunk[1] - chunk[0] + 1)
-        info = await reg.commit_upload(name, upload_id, digest)
+        # A final chunk with its range: appended as a PATCH would, then committed.
+        info = await reg.commit_upload(
+            name, upload_id, digest, body(request), start=chunk[0], length=chunk[1] - chunk[0] + 1
+        )
     elif has_body(request):
         info = await reg.commit_upload(name, upload_id, digest, body(request), content_length(request))
     else:

@@ -5,10 +5,12 @@ under ``<root>/kura/tmp/`` (a Kura-private sibling of ``docker/``, so neither re
 listing ever sees a half-written file), fsyncs it, renames it over the target and fsyncs the target
 directory. After a crash, what is left in ``kura/tmp/`` is removed once it is an hour old.
 
-Which syscalls run on the event loop: metadata reads that the page cache answers in microseconds
-(stat, a directory of a few entries, a small file, flock, utime). Anything that can wait on the
-disk (fsync, data reads and writes, renames with their directory fsync, recursive deletes, large
-directories) runs in the driver's thread pool, batched into one hop per call.
+Which syscalls run on the event loop: what the page cache answers in microseconds (stat, a
+directory of a few entries, reading or writing a small file without fsync, flock, utime, a rename
+without fsync, removing a directory of a few small files). Anything that can wait on the disk
+(fsync, large reads and writes, renames with their directory fsync, recursive deletes, large
+directories) runs in the driver's thread pool, batched into one hop per call: a hop costs more CPU
+than a dozen such syscalls.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import BinaryIO, ParamSpec, TypeVar
+from stat import S_ISDIR
+from typing import ParamSpec, TypeVar
 
 import aiofiles.os
 
@@ -36,6 +39,8 @@ T = TypeVar("T")
 READ_CHUNK = 1 << 20
 INLINE_READ = 256 << 10  # files up to this size are read on the event loop (links, manifests)
 INLINE_STATS = 32  # more stats than this in one call go to the pool
+INLINE_WRITE = 64 << 10  # writes up to this size without fsync go to the page cache from the event loop
+INLINE_REMOVE = 8  # a directory of at most this many small files is removed on the event loop
 MAX_PIECES = 512  # per writev: well under Linux's IOV_MAX (1024)
 STALE_TEMP_SECONDS = 3600
 WALK_BATCH = 1000
@@ -81,16 +86,21 @@ class FilesystemDriver:
             os.close(fd)
 
     async def put_content(self, path: str, data: bytes, *, durable: bool = True) -> None:
-        await self.run(self._put, self.full(path), data, durable)
+        if not durable and len(data) <= INLINE_WRITE and not self._purge_due():
+            self._put(self.full(path), data, durable)
+        else:
+            await self.run(self._put, self.full(path), data, durable)
 
     def _put(self, target: str, data: bytes, durable: bool) -> None:
         tmp = self._temp_file()
         try:
-            with self._create(tmp) as f:
-                f.write(data)
+            fd = self._create(tmp)
+            try:
+                _write_all(fd, [data])
                 if durable:
-                    f.flush()
-                    os.fsync(f.fileno())
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
             _replace(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -106,19 +116,22 @@ class FilesystemDriver:
             pass  # housekeeping must never fail a write
         return os.path.join(self._tmp, f"{uuid.uuid4().hex}.tmp")
 
-    def _create(self, tmp: str) -> BinaryIO:
+    def _create(self, tmp: str) -> int:
         """A new temporary file, making ``kura/tmp/`` first when it is not there (a fresh root, or removed)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         try:
-            return open(tmp, "xb")
+            return os.open(tmp, flags, 0o666)  # as open() makes it: the umask decides
         except FileNotFoundError:
             os.makedirs(self._tmp, exist_ok=True)
-            return open(tmp, "xb")
+            return os.open(tmp, flags, 0o666)
+
+    def _purge_due(self) -> bool:
+        return time.time() - self._purged_at >= STALE_TEMP_SECONDS / 4
 
     def _purge_stale_temps(self) -> None:
-        now = time.time()
-        if now - self._purged_at < STALE_TEMP_SECONDS / 4:
+        if not self._purge_due():
             return
-        self._purged_at = now
+        now = self._purged_at = time.time()
         os.makedirs(self._tmp, exist_ok=True)
         with os.scandir(self._tmp) as entries:
             for entry in entries:
@@ -141,17 +154,26 @@ class FilesystemDriver:
     async def writer(self, path: str, *, create: bool = False) -> FileWriter:
         full = self.full(path)
         if create:
-            os.makedirs(os.path.dirname(full), exist_ok=True)
-            fd = os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
-        else:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL
             try:
-                fd = os.open(full, os.O_WRONLY | os.O_APPEND)
-            except _MISSING:
-                raise PathNotFound(path) from None
+                fd = os.open(full, flags, 0o644)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(full), exist_ok=True)
+                fd = os.open(full, flags, 0o644)
+            try:
+                _lock_fd(fd, path, shared=False)  # O_EXCL made it just now: nothing moved it since
+            except BaseException:
+                os.close(fd)
+                raise
+            return FileWriter(fd, 0, self, path)
+        try:
+            fd = os.open(full, os.O_WRONLY | os.O_APPEND)
+        except _MISSING:
+            raise PathNotFound(path) from None
         try:
             _lock_fd(fd, path, shared=False)
             _same_file(fd, full, path)
-            return FileWriter(fd, os.fstat(fd).st_size, self)
+            return FileWriter(fd, os.fstat(fd).st_size, self, path)
         except BaseException:
             os.close(fd)
             raise
@@ -197,7 +219,42 @@ class FilesystemDriver:
             _fsync_dir(os.path.dirname(target))
 
     async def delete(self, path: str) -> None:
-        await self.run(self._delete, self.full(path), path)
+        full = self.full(path)
+        try:
+            st = os.lstat(full)
+        except _MISSING:
+            raise PathNotFound(path) from None
+        if not S_ISDIR(st.st_mode):
+            if st.st_size > INLINE_READ:
+                await self.run(self._delete, full, path)  # freeing a large file's blocks takes a while
+                return
+            try:
+                os.unlink(full)
+                return
+            except _MISSING:
+                raise PathNotFound(path) from None
+            except IsADirectoryError:
+                pass  # replaced by a directory meanwhile
+        # A directory: move it aside first, so that it disappears at once and whole (a writer
+        # racing us recreates a fresh directory instead of losing its file midway), then remove it.
+        trash = self._move_aside(full, path)
+        if not _remove_small_directory(trash):
+            await self.run(shutil.rmtree, trash, ignore_errors=True)
+
+    def _move_aside(self, full: str, path: str) -> str:
+        trash = os.path.join(self._tmp, f"{uuid.uuid4().hex}.deleted")
+        for _ in range(2):
+            try:
+                os.rename(full, trash)
+                return trash
+            except FileNotFoundError:
+                if not os.path.lexists(full):
+                    raise PathNotFound(path) from None
+                os.makedirs(self._tmp, exist_ok=True)  # a fresh root: make kura/tmp, then again
+            except NotADirectoryError:
+                raise PathNotFound(path) from None
+        os.rename(full, trash)
+        return trash
 
     async def move_many(self, pairs: Sequence[tuple[str, str]], *, durable: bool = True) -> Sequence[bool]:
         return await self.run(self._move_all, pairs, durable) if pairs else []
@@ -246,15 +303,7 @@ class FilesystemDriver:
             pass
         except _MISSING:
             raise PathNotFound(path) from None
-        # A directory: move it aside first, so that it disappears at once and whole (a writer
-        # racing us recreates a fresh directory instead of losing its file midway), then remove it.
-        os.makedirs(self._tmp, exist_ok=True)
-        trash = os.path.join(self._tmp, f"{uuid.uuid4().hex}.deleted")
-        try:
-            os.rename(full, trash)
-        except _MISSING:
-            raise PathNotFound(path) from None
-        shutil.rmtree(trash, ignore_errors=True)
+        shutil.rmtree(self._move_aside(full, path), ignore_errors=True)
 
     async def walk(self, path: str) -> AsyncIterator[FileInfo]:
         # A thread walks and hands over batches: one hop per thousand files, not one per directory.
@@ -376,10 +425,11 @@ class FileReader:
 class FileWriter:
     """An upload's data file, held open and exclusively locked (flock) for appends."""
 
-    def __init__(self, fd: int, size: int, driver: FilesystemDriver) -> None:
+    def __init__(self, fd: int, size: int, driver: FilesystemDriver, path: str) -> None:
         self._fd = fd
         self._size = size
         self._driver = driver
+        self._path = path
         self._flushing: Future[None] | None = None
 
     @property
@@ -387,8 +437,12 @@ class FileWriter:
         return self._size
 
     async def write(self, pieces: Sequence[bytes]) -> None:
-        await self._driver.run(_write_all, self._fd, pieces)
-        self._size += sum(map(len, pieces))
+        size = sum(map(len, pieces))
+        if size <= INLINE_WRITE:
+            _write_all(self._fd, pieces)
+        else:
+            await self._driver.run(_write_all, self._fd, pieces)
+        self._size += size
 
     def start_flush(self) -> None:
         # fdatasync in the background, so the fsync at commit finds almost nothing left to write;
@@ -400,8 +454,17 @@ class FileWriter:
         fd = os.open(f"/proc/self/fd/{self._fd}", os.O_RDONLY)
         self._flushing = self._driver._flusher.submit(_flush_and_close, fd)
 
-    async def commit(self) -> None:
-        await self._driver.run(os.fsync, self._fd)
+    async def commit(self, move_to: str | None = None) -> None:
+        if move_to is None:
+            await self._driver.run(os.fsync, self._fd)
+        else:
+            await self._driver.run(self._commit_to, move_to)
+            self._path = move_to
+
+    def _commit_to(self, target: str) -> None:
+        os.fsync(self._fd)
+        driver = self._driver
+        driver._move(driver.full(self._path), driver.full(target), self._path, True)
 
     async def truncate(self, size: int) -> None:
         await self._driver.run(os.ftruncate, self._fd, size)
@@ -468,6 +531,28 @@ def _remove_directory(path: str) -> None:
             _remove_tree(path)
         elif exc.errno != errno.ENOENT:
             raise
+
+
+def _remove_small_directory(path: str) -> bool:
+    """Remove ``path`` if it holds only a few small files (cheap enough for the event loop); False
+    when it is larger, and left for rmtree in the pool."""
+    try:
+        with os.scandir(path) as entries:
+            names: list[str] = []
+            for entry in entries:
+                if len(names) >= INLINE_REMOVE or entry.is_dir(follow_symlinks=False):
+                    return False
+                if entry.stat(follow_symlinks=False).st_size > INLINE_READ:
+                    return False
+                names.append(entry.name)
+        for name in names:
+            os.unlink(os.path.join(path, name))
+        os.rmdir(path)
+    except _MISSING:
+        pass
+    except OSError:
+        return False
+    return True
 
 
 def _remove_tree(path: str) -> None:

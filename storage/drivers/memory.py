@@ -207,8 +207,12 @@ class _Writer:
     def start_flush(self) -> None:
         pass
 
-    async def commit(self) -> None:
-        pass
+    async def commit(self, move_to: str | None = None) -> None:
+        if move_to is not None:
+            await self._driver.move(self._path, move_to)
+            self._driver._exclusive.discard(self._path)
+            self._driver._exclusive.add(move_to)
+            self._path = move_to
 
     async def truncate(self, size: int) -> None:
         del self._file.data[size:]

@@ -160,6 +160,40 @@ async def test_a_writer_never_writes_a_moved_file(driver: StorageDriver) -> None
     assert await driver.get_content("blobs/x") == b"abc"
 
 
+async def test_commit_can_move_the_file_in_the_same_step(driver: StorageDriver) -> None:
+    """An upload becomes a blob in one call: made durable, moved (replacing a file there), still held."""
+    await driver.put_content("blobs/ab/data", b"stale")
+    writer = await driver.writer("up/data", create=True)
+    try:
+        await writer.write([b"x" * 100_000, b"yz"])  # past the inline-write size, then under it
+        await writer.commit(move_to="blobs/ab/data")
+        with pytest.raises(Busy):
+            await driver.writer("blobs/ab/data")
+    finally:
+        await writer.close()
+    assert await driver.get_content("blobs/ab/data") == b"x" * 100_000 + b"yz"
+    with pytest.raises(PathNotFound):
+        await driver.stat("up/data")
+    with pytest.raises(PathNotFound):
+        await driver.writer("up/data")
+
+
+async def test_delete_takes_small_and_large_trees(driver: StorageDriver) -> None:
+    """Whatever the driver does inline or in the background, a deleted path is gone on return."""
+    await driver.put_content("small/a", b"1")
+    await driver.put_content("small/b", b"2" * 300_000)  # a large file: not removed inline
+    for i in range(20):
+        await driver.put_content(f"wide/{i}", b"")
+    await driver.put_content("deep/x/y/z", b"")
+    await driver.put_content("file", b"3" * 300_000)
+    for path in ("small", "wide", "deep", "file"):
+        await driver.delete(path)
+        with pytest.raises(PathNotFound):
+            await driver.stat(path)
+    left = [info.path async for info in driver.walk("")]
+    assert not [path for path in left if path.startswith(("small", "wide", "deep", "file", "kura/tmp"))]
+
+
 async def test_locks_shared_and_exclusive(driver: StorageDriver) -> None:
     async with driver.lock("l", create=True, shared=True), driver.lock("l", shared=True):
         with pytest.raises(Busy):
