@@ -72,8 +72,8 @@ def resolve(args: argparse.Namespace) -> Settings:
         raise ConfigError(f"two configuration files given: {args.config_file} and --config {args.config}")
     settings = resolve_storage(args.config or args.config_file, args.root)
     host, port = settings.listen()
-    if args.host or args.port:
-        settings.http.addr = f"{args.host or host}:{args.port or port}"
+    if args.host or args.port is not None:
+        settings.http.addr = f"{args.host or host}:{port if args.port is None else args.port}"
     return settings
 
 
@@ -84,12 +84,42 @@ def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     that wakes first accepts the whole backlog (libuv accepts until it is empty), so a burst of
     connections, such as a CI job's or wrk's 8, often all landed on one worker and one core.
     """
+    if port == 0:
+        # The kernel picks a free port for the first socket; the others join it.
+        first = _bind(host, 0, reuse_port=count > 1)
+        return [first, *_siblings(first, count - 1)]
     # SO_REUSEPORT would also let us join another server of this user on the port without a word:
     # a plain bind first says whether the port is free (and is the socket itself for one worker).
     first = _bind(host, port, reuse_port=False)
     if count == 1:
         return [first]
     first.close()
+    return [_bind(host, port, reuse_port=True) for _ in range(count)]
+
+
+def inherited_sockets(fd: int, count: int, option: str) -> list[socket.socket]:
+    """The listening socket a parent bound for us (``--fd``), and what the other workers listen on.
+
+    When the parent set SO_REUSEPORT on it, each other worker gets a socket of its own on the same
+    address, as ``listening_sockets`` makes them; otherwise all workers accept on the one socket.
+    """
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ConfigError(f"{option} {fd}: not an open socket ({exc.strerror})") from None
+    if sock.type != socket.SOCK_STREAM or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        sock.close()
+        raise ConfigError(f"{option} {fd}: not a listening TCP socket")
+    sock.set_inheritable(True)
+    if count == 1:
+        return [sock]
+    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
+        return [sock, *_siblings(sock, count - 1)]
+    return [sock] * count
+
+
+def _siblings(first: socket.socket, count: int) -> list[socket.socket]:
+    host, port = first.getsockname()[:2]
     return [_bind(host, port, reuse_port=True) for _ in range(count)]
 
 
@@ -132,8 +162,19 @@ def serve(args: argparse.Namespace) -> int:
     workers = args.workers or workers_from(os.environ.get("KURA_WORKERS") or str(default), "KURA_WORKERS")
     if in_memory and workers > 1:
         raise ConfigError("storage.inmemory keeps the store inside one process: run it with --workers 1")
-    sockets = listening_sockets(host, port, workers)
-    debug_sockets = listening_sockets(*debug, workers) if debug else []
+    if args.fd is not None:
+        sockets = inherited_sockets(args.fd, workers, "--fd")
+    else:
+        sockets = listening_sockets(host, port, workers)
+    host, port = sockets[0].getsockname()[:2]
+    settings.http.addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # what port 0 became
+    if args.debug_fd is not None:
+        debug_sockets = inherited_sockets(args.debug_fd, workers, "--debug-fd")
+    else:
+        debug_sockets = listening_sockets(*debug, workers) if debug else []
+    if debug_sockets:
+        debug = debug_sockets[0].getsockname()[:2]
+        settings.http.debug.addr = f"{debug[0]}:{debug[1]}"
     tls = (settings.http.model_extra or {}).get("tls")
     scheme = "https" if isinstance(tls, dict) and tls.get("certificate") else "http"
     print(
@@ -278,7 +319,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="registry:2-style config.yml (default: $REGISTRY_CONFIGURATION_PATH, else none)")
     p.add_argument("--root", help="storage root (storage.filesystem.rootdirectory)")
     p.add_argument("--host", help="listen address (default from http.addr, else all interfaces)")
-    p.add_argument("--port", type=int, help="listen port (default from http.addr, else 5000)")
+    p.add_argument("--port", type=int, help="listen port (default from http.addr, else 5000; 0: any free port)")
+    p.add_argument("--fd", type=int, help="listen on this inherited, already listening socket (a pre-bound port)")
+    p.add_argument("--debug-fd", type=int, help="the same for the debug server (http.debug.addr)")
     p.add_argument(
         "--workers",
         type=_workers_argument,

@@ -122,3 +122,44 @@ class TestDemo:
         line = one_line_error(kura("demo", "--registry", f"127.0.0.1:{port}"), 1)
         assert line.startswith(f"kura demo: cannot push to http://127.0.0.1:{port}: cannot reach")
         assert "unsupported protocol" not in line
+
+
+class TestListeningSockets:
+    """Port 0 and pre-bound sockets (``--fd``): how tests and socket-activating parents start Kura."""
+
+    def test_port_zero_gives_every_worker_the_port_the_kernel_picked(self) -> None:
+        from app.cli import listening_sockets
+
+        sockets = listening_sockets("127.0.0.1", 0, 3)
+        try:
+            ports = {sock.getsockname()[1] for sock in sockets}
+            assert len(ports) == 1 and ports != {0} and len({id(s) for s in sockets}) == 3
+        finally:
+            for sock in sockets:
+                sock.close()
+
+    @pytest.mark.parametrize("reuse_port", [True, False])
+    def test_an_inherited_socket_is_shared_or_joined(self, reuse_port: bool) -> None:
+        from app.cli import inherited_sockets
+
+        parent = socket.socket()
+        parent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, int(reuse_port))
+        parent.bind(("127.0.0.1", 0))
+        parent.listen(8)
+        sockets = inherited_sockets(os.dup(parent.fileno()), 2, "--fd")
+        try:
+            assert {sock.getsockname() for sock in sockets} == {parent.getsockname()}
+            assert (sockets[0] is sockets[1]) is not reuse_port  # siblings only where the parent allows them
+        finally:
+            for sock in {id(s): s for s in sockets}.values():
+                sock.close()
+            parent.close()
+
+    def test_a_descriptor_that_is_not_listening_is_a_config_error(self) -> None:
+        from app.cli import inherited_sockets
+        from app.config import ConfigError
+
+        with socket.socket() as idle, pytest.raises(ConfigError, match="not a listening TCP socket"):
+            inherited_sockets(os.dup(idle.fileno()), 1, "--fd")
+        with open(os.devnull) as f, pytest.raises(ConfigError, match="--fd"):
+            inherited_sockets(f.fileno(), 1, "--fd")
