@@ -14,6 +14,7 @@ from storage import links, paths, tags
 from storage.digest import Digest
 from storage.driver import PathNotFound, StorageDriver
 from storage.errors import ManifestUnknown, ReadOnly, StorageError
+from storage.gc import state
 from storage.names import Name, validate_tag
 from storage.registry import Registry
 
@@ -65,7 +66,8 @@ async def linked_blobs(driver: StorageDriver, name: Name) -> dict[Digest, int]:
     """The blobs the repository links (layer links and manifest revisions), with their sizes."""
     layers = await _digests_under(driver, paths.layers(name))
     revisions = await _digests_under(driver, paths.manifest_revisions(name))
-    link_paths = [paths.layer_link(name, d) for d in layers] + [paths.manifest_revision_link(name, d) for d in revisions]
+    link_paths = [paths.layer_link(name, d) for d in layers]
+    link_paths += [paths.manifest_revision_link(name, d) for d in revisions]
     candidates = layers + revisions
     found = await driver.stat_many(link_paths)
     live = list({d: None for d, link in zip(candidates, found, strict=True) if link is not None})
@@ -80,7 +82,7 @@ async def summary(registry: Registry, name: str) -> RepositorySummary:
         candidates = await driver.list(paths.tags(repository))
     except PathNotFound:
         candidates = []
-    current = [info for info in await driver.stat_many([paths.tag_current_link(repository, t) for t in candidates])]
+    current = await driver.stat_many([paths.tag_current_link(repository, t) for t in candidates])
     pushed = [info.mtime_ns for info in current if info is not None and info.mtime_ns is not None]
     blobs = await linked_blobs(driver, repository)
     return RepositorySummary(
@@ -136,3 +138,8 @@ async def restore(registry: Registry, name: str, tag: str, digest: str) -> None:
     if entry is None or not entry.present:
         raise ManifestUnknown("manifest unknown", {"tag": tag, "digest": digest})
     await tags.point(registry.driver, Name.parse(name), tag, wanted)
+
+
+async def gc_runs(registry: Registry) -> list[dict[str, object]]:
+    """The recorded garbage collections, newest first (a dry run is a plan: what a run would remove)."""
+    return list(reversed((await state.load(registry.driver)).runs))

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from storage import paths
 from storage.digest import Digest
 from storage.errors import StorageError
-from storage.gc import state
 from storage.registry import Registry
 
 _MARKERS = ("/_layers/", "/_manifests/revisions/")
@@ -85,8 +84,3 @@ async def measure(registry: Registry) -> Usage:
         if found is not None:
             usage.linked.setdefault(found[0], set()).add(found[1])
     return usage
-
-
-async def gc_runs(registry: Registry) -> list[dict[str, object]]:
-    """The recorded garbage collections (dry runs are the plans), newest first."""
-    return list(reversed((await state.load(registry.driver)).runs))
