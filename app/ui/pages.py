@@ -64,6 +64,7 @@ class TagRow:
     size: int | None
     created: str | None
     created_note: str | None
+    attestations: int
 
 
 def tag_row(link: browse.TagLink, report: explain.Report) -> TagRow:
@@ -71,9 +72,11 @@ def tag_row(link: browse.TagLink, report: explain.Report) -> TagRow:
     platforms = [(e.platform or "unknown", e.size) for e in images]
     sizes = [e.size for e in report.entries if e.size is not None]
     created = next((e.created for e in images if e.created), None)
-    described = next((e for e in images if e.created == created), images[0] if images else report.entries[0])
-    note = described.created_note if report.entries else None
-    return TagRow(link, report.kind, platforms, sum(sizes) if sizes else None, created, note)
+    fallback = images[0] if images else (report.entries[0] if report.entries else None)
+    described = next((e for e in images if e.created == created), fallback)
+    note = described.created_note if described is not None else None
+    attestations = sum(e.kind == "attestation" for e in report.entries) if report.kind == "index" else 0
+    return TagRow(link, report.kind, platforms, sum(sizes) if sizes else None, created, note, attestations)
 
 
 async def repository(visit: Visit) -> Any:
