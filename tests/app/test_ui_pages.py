@@ -27,7 +27,9 @@ async def test_repositories_page_groups_by_namespace_with_counts_and_sizes(clien
     r = await client.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert '<h2 id="ns-1">demo</h2>' in r.text and '<h2 id="ns-2">(top level)</h2>' in r.text
-    row = re.search(r'<a href="/r/demo/app">demo/app</a></td>\s*<td class="num">(\d+)</td>\s*<td[^>]*>([^<]+)</td>', r.text)
+    row = re.search(
+        r'<a href="/r/demo/app">demo/app</a></td>\s*<td class="num">(\d+)</td>\s*<td[^>]*>([^<]+)</td>', r.text
+    )
     assert row is not None and row[1] == "6" and row[2].endswith("KiB")
     assert "Content-Security-Policy" in r.headers and r.headers["x-frame-options"] == "DENY"
 
@@ -101,7 +103,9 @@ async def test_image_page_shows_layers_shared_across_repositories(client: httpx.
         await push_image(client, repository, image, "v1")
     await push_image(client, "other", random_image(layers=1, seed=8), "v1")
     r = await client.get("/r/two/-/manifests/v1")
-    shared = re.findall(r"<td>(config|layer)</td>.*?<td class=\"num\">[^<]+</td>\s*<td class=\"num\">(\d+)</td>", r.text, re.S)
+    shared = re.findall(
+        r"<td>(config|layer)</td>.*?<td class=\"num\">[^<]+</td>\s*<td class=\"num\">(\d+)</td>", r.text, re.S
+    )
     assert shared == [("config", "3"), ("layer", "3"), ("layer", "3")]
     assert "&#34;architecture&#34;: &#34;amd64&#34;" in r.text  # the config, pretty-printed (and escaped)
     assert "single-platform image (linux/amd64) without an index" in r.text

@@ -10,7 +10,7 @@ import httpx
 
 from tests.oci import Image, random_image
 
-_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+_CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 
 
 def csrf_of(page: httpx.Response) -> str:
