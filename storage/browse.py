@@ -8,12 +8,14 @@ one). Every query reads one repository, so a page of them costs a page of reposi
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from storage import links, paths, tags
 from storage.digest import Digest
 from storage.driver import PathNotFound, StorageDriver
-from storage.errors import ManifestUnknown, ReadOnly, StorageError
+from storage.errors import ManifestUnknown, NameUnknown, ReadOnly, StorageError
 from storage.gc import state
 from storage.names import Name, validate_tag
 from storage.registry import Registry
@@ -75,34 +77,106 @@ async def linked_blobs(driver: StorageDriver, name: Name) -> dict[Digest, int]:
     return {d: info.size for d, info in zip(live, data, strict=True) if info is not None}
 
 
-async def summary(registry: Registry, name: str) -> RepositorySummary:
+class SizeCache:
+    """Repository sizes, reused while no blob or manifest was added (the ``sha256`` directories' mtimes
+    are unchanged) and for at most ``TTL_NS``: removing a link leaves those mtimes alone, so a removal
+    shows within that time. Mtimes less than a second old are not trusted (coarse clocks)."""
+
+    TTL_NS = 30_000_000_000
+    RACY_NS = 1_000_000_000
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._capacity = capacity
+        self._items: OrderedDict[str, tuple[tuple[int | None, ...], int, int]] = OrderedDict()
+
+    def get(self, name: str, stamp: tuple[int | None, ...], now_ns: int) -> int | None:
+        item = self._items.get(name)
+        if item is None or item[0] != stamp or now_ns - item[1] > self.TTL_NS:
+            return None
+        self._items.move_to_end(name)
+        return item[2]
+
+    def put(self, name: str, stamp: tuple[int | None, ...], read_at_ns: int, size: int) -> None:
+        if any(mtime is not None and read_at_ns - mtime < self.RACY_NS for mtime in stamp):
+            return
+        self._items[name] = (stamp, read_at_ns, size)
+        if len(self._items) > self._capacity:
+            self._items.popitem(last=False)
+
+    def forget(self, name: str) -> None:
+        self._items.pop(name, None)
+
+
+async def summary(registry: Registry, name: str, sizes: SizeCache | None = None) -> RepositorySummary:
     repository = Name.parse(name)
     driver = registry.driver
     try:
-        candidates = await driver.list(paths.tags(repository))
-    except PathNotFound:
-        candidates = []
-    current = await driver.stat_many([paths.tag_current_link(repository, t) for t in candidates])
+        listed, _ = await registry.list_tags(repository)
+    except NameUnknown:
+        listed = []  # a repository that only received blobs (registry:2 lists it in the catalog)
+    current = await driver.stat_many([paths.tag_current_link(repository, t) for t in listed])
     pushed = [info.mtime_ns for info in current if info is not None and info.mtime_ns is not None]
-    blobs = await linked_blobs(driver, repository)
-    return RepositorySummary(
-        repository, sum(info is not None for info in current), sum(blobs.values()), max(pushed, default=None)
-    )
+    read_at = time.time_ns()
+    directories = [
+        paths.join(paths.layers(repository), "sha256"),
+        paths.join(paths.manifest_revisions(repository), "sha256"),
+    ]
+    stamp = tuple(info.mtime_ns if info else None for info in await driver.stat_many(directories))
+    size = sizes.get(repository, stamp, read_at) if sizes is not None else None
+    if size is None:
+        size = sum((await linked_blobs(driver, repository)).values())
+        if sizes is not None:
+            sizes.put(repository, stamp, read_at, size)
+    return RepositorySummary(repository, sum(info is not None for info in current), size, max(pushed, default=None))
 
 
-async def tag_links(registry: Registry, name: str, names: list[str]) -> list[TagLink]:
+class TagCache:
+    """Where each tag points, reused while its ``current/link``'s mtime is unchanged (moving a tag
+    rewrites that file); links written less than a second before they were read are not kept."""
+
+    RACY_NS = 1_000_000_000
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self._capacity = capacity
+        self._items: OrderedDict[tuple[str, str], tuple[int, Digest]] = OrderedDict()
+
+    def get(self, name: str, tag: str, mtime_ns: int | None) -> Digest | None:
+        item = self._items.get((name, tag))
+        return item[1] if item is not None and item[0] == mtime_ns else None
+
+    def put(self, name: str, tag: str, mtime_ns: int | None, read_at_ns: int, digest: Digest) -> None:
+        if mtime_ns is None or read_at_ns - mtime_ns < self.RACY_NS:
+            return
+        self._items[(name, tag)] = (mtime_ns, digest)
+        if len(self._items) > self._capacity:
+            self._items.popitem(last=False)
+
+
+async def tag_links(registry: Registry, name: str, names: list[str], cache: TagCache | None = None) -> list[TagLink]:
     """Where each of ``names`` points now, and when it moved there; tags gone meanwhile are left out."""
     repository = Name.parse(name)
     driver = registry.driver
+    read_at = time.time_ns()
     infos = await driver.stat_many([paths.tag_current_link(repository, validate_tag(t)) for t in names])
     found: list[TagLink] = []
     for tag, info in zip(names, infos, strict=True):
         if info is None:
             continue
-        digest = await links.read(driver, paths.tag_current_link(repository, tag))
+        digest = cache.get(repository, tag, info.mtime_ns) if cache is not None else None
+        if digest is None:
+            digest = await links.read(driver, paths.tag_current_link(repository, tag))
+            if digest is not None and cache is not None:
+                cache.put(repository, tag, info.mtime_ns, read_at, digest)
         if digest is not None:
             found.append(TagLink(tag, digest, info.mtime_ns))
     return found
+
+
+async def pointing_at(registry: Registry, name: str, digest: str, cache: TagCache | None = None) -> list[str]:
+    """The tags that point at ``digest`` now (``Registry.tags_of``, with the links cached)."""
+    wanted = Digest.parse(digest)
+    listed, _ = await registry.list_tags(name)
+    return [link.tag for link in await tag_links(registry, name, listed, cache) if link.digest == wanted]
 
 
 async def history(registry: Registry, name: str, tag: str) -> list[HistoryEntry]:

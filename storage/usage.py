@@ -21,6 +21,7 @@ class Usage:
     blobs: dict[Digest, int] = field(default_factory=dict)  # every stored blob, with its size
     linked: dict[str, set[Digest]] = field(default_factory=dict)  # repository -> the blobs it links
     _sharing: Counter[Digest] | None = None
+    _sizes: dict[str, int] = field(default_factory=dict)
 
     @property
     def stored(self) -> int:
@@ -28,7 +29,10 @@ class Usage:
         return sum(self.blobs.values())
 
     def size_of(self, name: str) -> int:
-        return sum(self.blobs.get(d, 0) for d in self.linked.get(name, ()))
+        found = self._sizes.get(name)
+        if found is None:
+            found = self._sizes[name] = sum(self.blobs.get(d, 0) for d in self.linked.get(name, ()))
+        return found
 
     @property
     def logical(self) -> int:

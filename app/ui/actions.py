@@ -75,7 +75,9 @@ async def delete_tag(visit: Visit) -> Any:
     _may_delete(visit, name)
     target = await visit.registry.get_manifest(name, tag)
     if visit.request.method == "GET":
-        others = [t for t in await visit.registry.tags_of(name, str(target.digest)) if t != tag]
+        others = [
+            t for t in await browse.pointing_at(visit.registry, name, str(target.digest), visit.site.tags) if t != tag
+        ]
         return visit.page(
             "confirm.html", name=name, what="tag", tag=tag, digest=str(target.digest), stay=sorted(others, key=natural)
         )
@@ -89,10 +91,11 @@ async def delete_manifest(visit: Visit) -> Any:
     name, digest = visit.request.path_params["name"], visit.request.path_params["digest"]
     _may_delete(visit, name)
     target = await visit.registry.get_manifest(name, digest)
-    tagged = sorted(await visit.registry.tags_of(name, str(target.digest)), key=natural)
+    tagged = sorted(await browse.pointing_at(visit.registry, name, str(target.digest), visit.site.tags), key=natural)
     if visit.request.method == "GET":
         return visit.page("confirm.html", name=name, what="manifest", tag=None, digest=str(target.digest), stay=tagged)
     await visit.form()
     await visit.registry.delete_manifest(name, str(target.digest))
+    visit.site.sizes.forget(name)
     await notify.deleted(visit.request, name, str(target.digest), tagged)
     return visit.redirect(f"{_repository_url(name)}?deleted={quote(str(target.digest))}")

@@ -14,7 +14,7 @@ from storage import browse, mediatypes
 REPOSITORIES_PAGE = 50
 TAGS_PAGE = 100
 STORAGE_ROWS = 200
-BATCH = 1000  # repositories read per catalog step while filtering
+BATCH = 1000  # repositories read per catalog step while filtering, at most
 REFERRER_DEPTH = 4  # a signature of an SBOM of an image is depth 2; deeper chains are cut
 CONFIG_SHOWN = 64 * 1024
 
@@ -27,8 +27,10 @@ def _page_number(visit: Visit) -> int:
 async def _visible(visit: Visit, query: str, after: str | None, limit: int) -> tuple[list[str], bool]:
     """Up to ``limit`` repositories the viewer may pull, matching ``query``, after ``after``."""
     found: list[str] = []
+    batch = limit + 1  # enough when nothing is filtered out; grows while filters drop names
     while True:
-        names, more = await visit.registry.list_repositories(BATCH, after)
+        names, more = await visit.registry.list_repositories(batch, after)
+        batch = min(batch * 4, BATCH)
         for name in names:
             if query in name and visit.viewer.sees(name):
                 if len(found) == limit:
@@ -50,7 +52,7 @@ async def repositories(visit: Visit) -> Any:
     names, more = await _visible(visit, query, after, REPOSITORIES_PAGE)
     groups: dict[str, list[browse.RepositorySummary]] = {}
     for name in names:
-        groups.setdefault(_namespace(name), []).append(await browse.summary(visit.registry, name))
+        groups.setdefault(_namespace(name), []).append(await browse.summary(visit.registry, name, visit.site.sizes))
     return visit.page(
         "repositories.html", groups=groups, q=query, after=after, next_after=names[-1] if more and names else None
     )
@@ -91,12 +93,12 @@ async def repository(visit: Visit) -> Any:
     shown = chosen[(number - 1) * TAGS_PAGE : number * TAGS_PAGE]
     rows = [
         tag_row(link, await visit.site.summary(visit.registry, name, str(link.digest)))
-        for link in await browse.tag_links(visit.registry, name, shown)
+        for link in await browse.tag_links(visit.registry, name, shown, visit.site.tags)
     ]
     return visit.page(
         "repository.html",
         name=name,
-        summary=await browse.summary(visit.registry, name),
+        summary=await browse.summary(visit.registry, name, visit.site.sizes),
         rows=rows,
         q=query,
         matching=len(chosen),
@@ -186,14 +188,18 @@ async def manifest(visit: Visit) -> Any:
     is_index = report.media_type in mediatypes.INDEXES
     layers = [] if is_index else await _layers(visit, document)
     seen = {report.digest}
-    referrers = await _referrer_tree(visit, name, await visit.registry.list_referrers(name, report.digest), 1, seen)
+    # For a single manifest the explanation listed its referrers already: one scan of the revisions, not two.
+    own = next((e.referrers for e in report.entries if e.digest == report.digest), None)
+    if own is None:
+        own = await visit.registry.list_referrers(name, report.digest)
+    referrers = await _referrer_tree(visit, name, own, 1, seen)
     children = {
         e.digest: await _referrer_tree(visit, name, e.referrers, 1, seen)
         for e in report.entries
         if e.referrers and e.digest != report.digest
     }
     annotations = document.get("annotations") if isinstance(document.get("annotations"), dict) else {}
-    tags = sorted(await visit.registry.tags_of(name, report.digest), key=natural)
+    tags = sorted(await browse.pointing_at(visit.registry, name, report.digest, visit.site.tags), key=natural)
     platforms = sorted({e.platform for e in report.entries if e.kind == "image" and e.platform}) if is_index else []
     return visit.page(
         "manifest.html",

@@ -3,6 +3,7 @@ the small formatting rules pages share."""
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 
@@ -47,6 +48,7 @@ def short(digest: str | None) -> str:
     return f"{algorithm}:{encoded[:12]}"
 
 
+@functools.lru_cache(maxsize=100_000)  # a page of 5,000 tags sorts on every view
 def natural(text: str) -> tuple[tuple[int, int | str], ...]:
     """Numeric-aware order: v2 < v10, 1.9 < 1.10."""
     return tuple((0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(text) if part)

@@ -11,7 +11,7 @@ from typing import Any
 from app.config import Settings
 from app.images import explain
 from app.ui.viewer import Gate
-from storage import Registry, secret, usage
+from storage import Registry, browse, secret, usage
 
 USAGE_TTL = 30.0  # seconds the registry-wide usage walk is reused (the storage page, layer share counts)
 REPORTS = 20_000  # explanations kept (manifests are immutable by digest)
@@ -31,6 +31,8 @@ class Site:
         self._key_lock = asyncio.Lock()
         self._usage: tuple[float, usage.Usage] | None = None
         self._usage_lock = asyncio.Lock()
+        self.sizes = browse.SizeCache()
+        self.tags = browse.TagCache()
         self._reports: OrderedDict[tuple[str, str, date], explain.Report] = OrderedDict()
 
     async def key(self, registry: Registry) -> bytes:
