@@ -97,7 +97,8 @@ class SizeCache:
         return item[2]
 
     def put(self, name: str, stamp: tuple[int | None, ...], read_at_ns: int, size: int) -> None:
-        if any(mtime is not None and read_at_ns - mtime < self.RACY_NS for mtime in stamp):
+        # No mtime (a driver without directory times, or no such directory yet): nothing to check against.
+        if any(mtime is None or read_at_ns - mtime < self.RACY_NS for mtime in stamp):
             return
         self._items[name] = (stamp, read_at_ns, size)
         if len(self._items) > self._capacity:
