@@ -176,3 +176,18 @@ async def test_without_auth_everyone_may_do_everything(
     page = await client.get("/r/open")
     assert ">Delete</a>" in page.text and "Log in" not in page.text
     assert (await client.get("/-/login")).status_code == 404
+
+
+def test_the_ui_routes_are_open_to_the_middleware_and_shadow_no_api() -> None:
+    """The middleware lets UI pages through (they check the policies themselves) and still guards the API."""
+    from app.auth.access import AccessMap, Kind
+    from app.routes import ROUTES
+    from app.ui import routes as ui
+
+    access = AccessMap([*ROUTES, *ui.ROUTES])
+    for method, path in [("GET", "/"), ("GET", "/r/team/app"), ("POST", "/-/login"), ("POST", "/r/a/-/tags/v1/delete")]:
+        assert access.need(method, path).kind is Kind.OPEN, path
+    assert access.need("GET", "/v2/team/app/manifests/v1").kind is Kind.PULL
+    assert access.need("GET", "/v2/_catalog").kind is Kind.CATALOG
+    for route in ui.ROUTES:
+        assert not route.path.startswith(("/v2", "/_kura", "/auth", "/metrics")), route.path
