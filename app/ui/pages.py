@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,11 +18,13 @@ STORAGE_ROWS = 200
 BATCH = 1000  # repositories read per catalog step while filtering, at most
 REFERRER_DEPTH = 4  # a signature of an SBOM of an image is depth 2; deeper chains are cut
 CONFIG_SHOWN = 64 * 1024
+_PAGE = re.compile(r"[0-9]{1,6}")
 
 
 def _page_number(visit: Visit) -> int:
+    # ASCII digits only: str.isdigit() takes "²", which int() refuses.
     value = visit.request.query_params.get("page", "1")
-    return int(value) if value.isdigit() and 0 < len(value) < 7 and int(value) > 0 else 1
+    return max(1, int(value)) if _PAGE.fullmatch(value) else 1
 
 
 async def _visible(visit: Visit, query: str, after: str | None, limit: int) -> tuple[list[str], bool]:
