@@ -13,7 +13,8 @@ from app.images.demo import push_all
 from app.ui import render
 from tests.app.uikit import annotated_image
 from tests.conftest import client_of, started
-from tests.oci import push_image, random_image
+from tests.oci import push_blob, push_image, random_image
+from tests.storage.gctree import HOUR, age, collect
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -200,3 +201,14 @@ async def test_pages_are_not_cached_and_set_a_strict_session_cookie(app: Starlet
     assert r.headers["cache-control"] == "no-store"
     assert "kura_ui=" in r.headers["set-cookie"] and "httponly" in r.headers["set-cookie"].lower()
     assert "samesite=strict" in r.headers["set-cookie"].lower()
+
+
+async def test_storage_page_lists_the_garbage_collections_and_plans(app: Starlette, client: httpx.AsyncClient) -> None:
+    driver = app.state.registry.driver
+    await push_blob(client, "g", b"garbage nobody links")
+    age(driver, 2 * HOUR)
+    await collect(driver, dry_run=True)
+    await collect(driver)
+    r = await client.get("/-/storage")
+    runs = re.findall(r"<td>(plan \(dry run\)|collection)</td>\s*<td class=\"num\">(\d+) of (\d+)</td>", r.text)
+    assert runs == [("collection", "1", "1"), ("plan (dry run)", "1", "1")]  # newest first
