@@ -212,3 +212,11 @@ async def test_storage_page_lists_the_garbage_collections_and_plans(app: Starlet
     r = await client.get("/-/storage")
     runs = re.findall(r"<td>(plan \(dry run\)|collection)</td>\s*<td class=\"num\">(\d+) of (\d+)</td>", r.text)
     assert runs == [("collection", "1", "1"), ("plan (dry run)", "1", "1")]  # newest first
+
+
+async def test_the_session_cookie_is_secure_over_tls(app: Starlette) -> None:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://registry.test") as tls:
+        assert "secure" in (await tls.get("/")).headers["set-cookie"].lower()
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as plain:
+        assert "secure" not in (await plain.get("/")).headers["set-cookie"].lower()
