@@ -153,12 +153,17 @@ class Catalog(_Section):
     maxentries: int = Field(1000, ge=1)
 
 
+class UI(_Section):
+    enabled: bool = True  # the web UI at / (registry:2 answers 404 there, and no client looks there)
+
+
 class Kura(_Section):
     """``kura:``, Kura's own settings (registry:2 ignores the section)."""
 
     auth: KuraAuth = KuraAuth()
     gc: GCConfig = GCConfig()
     retention: list[RetentionPolicy] = Field(default_factory=list)
+    ui: UI = UI()
 
 
 class Settings(_Section):

@@ -17,6 +17,8 @@ from app.health import Health, HealthGate
 from app.notify.notifier import Notifier
 from app.observe import Observe
 from app.routes import ROUTES
+from app.ui import routes as ui
+from app.ui.site import Site
 from app.zerocopy import ZeroCopySend
 from storage import Options, Registry, drivers
 from storage.gc import touch
@@ -83,7 +85,12 @@ def create_app(settings: Settings) -> Starlette:
             await app.state.registry.close()
             del app.state.registry
 
-    app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
+    routes = ROUTES
+    if settings.kura.ui.enabled:
+        routes = [*ROUTES, *ui.ROUTES]
+    app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)
+    if settings.kura.ui.enabled:
+        app.state.ui = Site(settings)
     app.state.settings = settings
     app.state.health = health
     if health.checks:
@@ -93,7 +100,7 @@ def create_app(settings: Settings) -> Starlette:
         from app.auth.configure import middleware_options
         from app.auth.middleware import AuthMiddleware
 
-        app.add_middleware(AuthMiddleware, **middleware_options(settings, ROUTES))
+        app.add_middleware(AuthMiddleware, **middleware_options(settings, routes))
     app.state.notifier = notifier
     app.add_middleware(CatchAll)  # inside CommonHeaders: a 500 gets the common headers too
     app.add_middleware(CommonHeaders, headers=settings.http.headers)

@@ -12,6 +12,7 @@ from typing import Any
 from starlette.routing import BaseRoute, Route
 
 from app.routes import base, blobs, kura, listing, manifests, referrers, uploads
+from app.ui import routes as ui
 
 
 class Kind(Enum):
@@ -42,6 +43,8 @@ KINDS: dict[Callable[..., Any], Kind] = {
     referrers.list_referrers: Kind.PULL,
     kura.inspect: Kind.PULL,
     kura.live: Kind.OPEN,
+    # The web UI authenticates its visitors itself (a session cookie) and asks the same policies.
+    **{route.endpoint: Kind.OPEN for route in ui.ROUTES},
 }
 
 

@@ -1,0 +1,61 @@
+"""The UI's state in one worker process: the gate, the session key and what it caches."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from datetime import UTC, date, datetime
+from typing import Any
+
+from app.config import Settings
+from app.images import explain
+from app.ui.viewer import Gate
+from storage import Registry, browse, secret, usage
+
+USAGE_TTL = 30.0  # seconds the registry-wide usage walk is reused (the storage page, layer share counts)
+REPORTS = 20_000  # explanations kept (manifests are immutable by digest)
+
+
+class NoReferrers(explain.LocalSource):
+    """For the tag list: referrers are shown on the manifest page only, and would cost a revision scan."""
+
+    async def referrers(self, name: str, digest: str) -> list[dict[str, Any]]:
+        return []
+
+
+class Site:
+    def __init__(self, settings: Settings) -> None:
+        self.gate = Gate(settings)
+        self._key: bytes | None = None
+        self._key_lock = asyncio.Lock()
+        self._usage: tuple[float, usage.Usage] | None = None
+        self._usage_lock = asyncio.Lock()
+        self.sizes = browse.SizeCache()
+        self.tags = browse.TagCache()
+        self._reports: OrderedDict[tuple[str, str, date], explain.Report] = OrderedDict()
+
+    async def key(self, registry: Registry) -> bytes:
+        if self._key is None:
+            async with self._key_lock:
+                if self._key is None:
+                    self._key = await secret(registry, "ui-session")
+        return self._key
+
+    async def usage(self, registry: Registry) -> usage.Usage:
+        async with self._usage_lock:
+            if self._usage is None or time.monotonic() - self._usage[0] > USAGE_TTL:
+                self._usage = (time.monotonic(), await usage.measure(registry))
+            return self._usage[1]
+
+    async def summary(self, registry: Registry, name: str, digest: str) -> explain.Report:
+        """The explanation of a manifest without its referrers, cached by digest (and day: "N years ago")."""
+        today = datetime.now(UTC).date()
+        key = (name, digest, today)
+        found = self._reports.get(key)
+        if found is None:
+            found = await explain.explain(NoReferrers(registry), name, digest)
+            self._reports[key] = found
+            if len(self._reports) > REPORTS:
+                self._reports.popitem(last=False)
+        return found

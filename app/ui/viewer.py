@@ -1,0 +1,77 @@
+"""Who is looking, and what they may do: the settings' own accounts and access policies.
+
+With ``auth.htpasswd`` the UI logs users in against the same file; with ``auth.token`` and Kura's
+token server, against the token server's accounts. With an outside token issuer Kura holds no
+passwords: the UI offers no login and shows what the policies grant anonymous users. Without auth,
+everyone may do everything, as on the v2 API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from app.auth.htpasswd import Htpasswd
+from app.auth.policy import ALL, Policies
+from app.auth.ratelimit import FailureLimiter
+from app.config import ConfigError, Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    user: str | None
+    can_log_in: bool  # the registry has accounts the UI can check
+    actions: Callable[[str], frozenset[str]]
+    everything: bool  # sees every repository, so registry-wide totals tell them nothing new
+
+    def may(self, action: str, repository: str) -> bool:
+        return action in self.actions(repository)
+
+    def sees(self, repository: str) -> bool:
+        return self.may("pull", repository)
+
+
+class TooManyFailures(Exception):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
+class Gate:
+    def __init__(self, settings: Settings) -> None:
+        self.enabled = settings.auth.enabled
+        kura = settings.kura.auth
+        self.policies = Policies(kura)
+        self.limiter = FailureLimiter(kura.ratelimit.failures, kura.ratelimit.window)
+        path = None
+        if settings.auth.htpasswd is not None:
+            path = settings.auth.htpasswd.path
+        elif settings.auth.token is not None and kura.tokenserver.enabled:
+            path = kura.tokenserver.htpasswd
+        self.users: Htpasswd | None = None
+        if path is not None:
+            try:
+                self.users = Htpasswd(path, kura.cachettl)
+            except OSError as exc:
+                raise ConfigError(f"cannot read the htpasswd file {path}: {exc}") from None
+
+    def viewer(self, user: str | None) -> Viewer:
+        if not self.enabled:
+            return Viewer(None, False, lambda repository: ALL, True)
+        if self.users is None:
+            user = None  # an outside token issuer: nobody can log in here
+        policies = self.policies
+        everything = policies.reads_everything(user)
+        return Viewer(user, self.users is not None, lambda repository: policies.actions(user, repository), everything)
+
+    async def log_in(self, user: str, password: str, client: str) -> bool:
+        """Whether the password is right; raises TooManyFailures while the client is held back."""
+        if self.users is None:
+            return False
+        retry = self.limiter.retry_after(client)
+        if retry is not None:
+            raise TooManyFailures(retry)
+        if await self.users.verify(user, password):
+            return True
+        self.limiter.failed(client)
+        return False
