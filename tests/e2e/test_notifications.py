@@ -78,11 +78,15 @@ class Receiver:
     bodies: list[bytes] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
+    held: socket.socket | None = None  # while down: the port, bound and never listening
 
     def start(self, sock: socket.socket | None = None) -> None:
         if sock is None:
             sock = reusable_socket(self.port)
         sock.listen(64)
+        if self.held is not None:
+            self.held.close()
+            self.held = None
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -113,11 +117,18 @@ class Receiver:
         self.server = server
 
     def stop(self) -> None:
-        """Down: the port refuses connections."""
+        """Down: the port refuses connections, and stays held for ``start``, so that nothing else takes it."""
         if self.server is not None:
+            self.held = reusable_socket(self.port)
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+
+    def close(self) -> None:
+        self.stop()
+        if self.held is not None:
+            self.held.close()
+            self.held = None
 
     def count(self, mode_status: int | None = None) -> int:
         with self.lock:
@@ -300,7 +311,7 @@ def test_every_acknowledged_event_arrives_across_failures_and_sigkill(
 
     with receiver.lock:
         arrivals = list(receiver.arrivals)
-    receiver.stop()
+    receiver.close()
     issued = {k: i for i, k in enumerate(work.issued)}
     assert len(issued) == len(work.issued)  # every request's event is distinct by construction
     # Nothing invented: each arrival is an event some request caused, field for field.
@@ -409,7 +420,7 @@ def test_kura_sends_what_registry2_sends(tmp_path: Path, listener: Listener) -> 
             seen[server] = ([shape(a.event, url) for a in receiver.arrivals], list(receiver.bodies))
             receiver.arrivals.clear()
             receiver.bodies.clear()
-    receiver.stop()
+    receiver.close()
     registry2_events, registry2_bodies = seen["registry2"]
     kura_events, kura_bodies = seen["kura"]
     assert len(registry2_events) == 16
