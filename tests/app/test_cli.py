@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from app.images.remote import describe
-from tests.e2e.servers import REPO, free_port
+from tests.e2e.servers import REPO, refusing_port
 
 
 def kura(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -71,7 +71,7 @@ class TestServe:
             taken.bind(("127.0.0.1", 0))
             taken.listen()
             port = taken.getsockname()[1]
-            env = {"REGISTRY_HTTP_DEBUG_ADDR": f"127.0.0.1:{port}", "REGISTRY_HTTP_ADDR": f"127.0.0.1:{free_port()}"}
+            env = {"REGISTRY_HTTP_DEBUG_ADDR": f"127.0.0.1:{port}", "REGISTRY_HTTP_ADDR": "127.0.0.1:0"}
             result = kura("serve", "--root", str(tmp_path), env=env)
         one_line_error(result, 2, f"cannot listen on 127.0.0.1:{port}")
 
@@ -93,8 +93,8 @@ class TestInspect:
         one_line_error(result, 2, "--platform must be os/arch or os/arch/variant", repr(platform))
 
     def test_an_unreachable_registry_says_which_host(self) -> None:
-        port = free_port()
-        result = kura("inspect", f"127.0.0.1:{port}/a:b")
+        with refusing_port() as port:
+            result = kura("inspect", f"127.0.0.1:{port}/a:b")
         one_line_error(result, 1, f"cannot reach http://127.0.0.1:{port}")
 
     def test_no_host_names_the_default_that_was_tried(self) -> None:
@@ -118,8 +118,8 @@ class TestInspect:
 
 class TestDemo:
     def test_host_port_is_taken_as_inspect_takes_it(self) -> None:
-        port = free_port()
-        line = one_line_error(kura("demo", "--registry", f"127.0.0.1:{port}"), 1)
+        with refusing_port() as port:
+            line = one_line_error(kura("demo", "--registry", f"127.0.0.1:{port}"), 1)
         assert line.startswith(f"kura demo: cannot push to http://127.0.0.1:{port}: cannot reach")
         assert "unsupported protocol" not in line
 

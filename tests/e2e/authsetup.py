@@ -19,7 +19,7 @@ import httpx
 import yaml
 
 from tests.authkit import ISSUER, SERVICE, Signer, htpasswd
-from tests.e2e.servers import kura_argv, running
+from tests.e2e.servers import Listener, kura_argv, running
 
 PASSWORDS = {"alice": "alice-e2e-pw", "admin": "admin-e2e-pw", "mallory": "mallory-e2e-pw", "ci": "ci-e2e-pw"}
 POLICIES: dict[str, Any] = {
@@ -84,9 +84,10 @@ def tokenserver_config(work: str, root: str, port: int) -> str:
 
 
 @contextlib.contextmanager
-def kura_with(config: str, root: str, port: int, *args: str) -> Iterator[str]:
-    log = os.path.join(os.path.dirname(config), f"kura-{port}.log")
-    with running(kura_argv(root, port, "--config", config, *args), f"http://127.0.0.1:{port}", log) as url:
+def kura_with(config: str, root: str, listener: Listener, *args: str) -> Iterator[str]:
+    log = os.path.join(os.path.dirname(config), f"kura-{listener.port}.log")
+    argv = kura_argv(root, listener, "--config", config, *args)
+    with running(argv, f"http://127.0.0.1:{listener.port}", log) as url:
         yield url
 
 

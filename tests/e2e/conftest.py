@@ -3,11 +3,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.servers import require
+from tests.e2e.servers import Listener, require
 
 
 @pytest.fixture
@@ -15,6 +16,20 @@ def root(tmp_path: Path) -> str:
     path = tmp_path / "root"
     path.mkdir()
     return str(path)
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    """A pre-bound port for the test's server (``kura_argv(root, listener)``), closed when the test ends."""
+    with Listener() as bound:
+        yield bound
+
+
+@pytest.fixture
+def debug_listener() -> Iterator[Listener]:
+    """A second one, for the debug server (``kura_argv(root, listener, debug=debug_listener)``)."""
+    with Listener() as bound:
+        yield bound
 
 
 class Skopeo:

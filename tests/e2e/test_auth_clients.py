@@ -27,7 +27,7 @@ from tests.e2e.authsetup import (
 )
 from tests.e2e.conftest import Skopeo
 from tests.e2e.daemons import containerd, dockerd
-from tests.e2e.servers import free_port, kura_argv, require, started
+from tests.e2e.servers import Listener, kura_argv, require, started
 from tests.oci import random_image, sha256, write_oci_layout
 
 pytestmark = pytest.mark.e2e
@@ -60,11 +60,11 @@ def registry(request: pytest.FixtureRequest, work: Path) -> Iterator[Registry]:
     base = work / mode
     root = base / "root"
     root.mkdir(parents=True)
-    port = free_port()
     make = htpasswd_config if mode == "htpasswd" else tokenserver_config
-    config = make(str(base), str(root), port)
-    with kura_with(config, str(root), port) as url:
-        yield Registry(mode, url, config, str(root))
+    with Listener() as listener:
+        config = make(str(base), str(root), listener.port)
+        with kura_with(config, str(root), listener) as url:
+            yield Registry(mode, url, config, str(root))
 
 
 @pytest.fixture(scope="module")
@@ -292,13 +292,13 @@ def test_oras_with_credentials(registry: Registry, tmp_path: Path) -> None:
         stranger.pull(target=target, outdir=str(tmp_path / "stranger"))
 
 
-def test_python_dxf_with_credentials(registry: Registry, tmp_path: Path) -> None:
+def test_python_dxf_with_credentials(registry: Registry, tmp_path: Path, listener: Listener) -> None:
     """python-dxf sends credentials over HTTPS only: the same config, plus http.tls."""
     dxf = require("dxf")
     cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
     openssl = [require("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
     run(*openssl, "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert)
-    port = free_port()
+    port = listener.port
     with open(registry.config) as f:
         document = yaml.safe_load(f)
     document["http"] = {"addr": f"127.0.0.1:{port}", "tls": {"certificate": cert, "key": key}}
@@ -306,7 +306,7 @@ def test_python_dxf_with_credentials(registry: Registry, tmp_path: Path) -> None
         document["auth"]["token"]["realm"] = f"https://127.0.0.1:{port}/auth/token"
     config = write_config(str(tmp_path / "tls.yml"), document)
     url = f"https://127.0.0.1:{port}"
-    with started(kura_argv(registry.root, port, "--config", config), url, str(tmp_path / "kura.log")):
+    with started(kura_argv(registry.root, listener, "--config", config), url, str(tmp_path / "kura.log")):
         env = dict(os.environ, DXF_HOST=f"127.0.0.1:{port}", DXF_TLSVERIFY=cert, DXF_USERNAME="alice")
         env["DXF_PASSWORD"] = PASSWORDS["alice"]
         blob = tmp_path / "blob.bin"

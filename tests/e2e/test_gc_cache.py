@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from app.images.buildkit import Content
-from tests.e2e.servers import eventually, free_port, kura_argv, running
+from tests.e2e.servers import Listener, eventually, kura_argv, running
 from tests.e2e.test_gc_compat import pulls, push
 from tests.storage.gctree import varied_cache
 
@@ -60,7 +60,7 @@ def next_run(root: str) -> None:
     assert eventually(lambda: last_start(root) > seen, timeout=30)
 
 
-def test_size_cap_keeps_a_rebuilt_cache_under_budget(tmp_path: object) -> None:
+def test_size_cap_keeps_a_rebuilt_cache_under_budget(tmp_path: object, listener: Listener) -> None:
     root = os.path.join(str(tmp_path), "root")
     cap = int(cache_size() * 2.5)
     config = os.path.join(str(tmp_path), "config.yml")
@@ -70,10 +70,10 @@ def test_size_cap_keeps_a_rebuilt_cache_under_budget(tmp_path: object) -> None:
             f"kura:\n  gc:\n    enabled: true\n    interval: 0.3s\n    grace: {GRACE}s\n    trashdelay: 0s\n"
             f"  retention:\n    - repositories: ['cache/**']\n      sizecap: {cap}\n      deleteuntagged: true\n"
         )
-    port = free_port()
     log = os.path.join(str(tmp_path), "kura.log")
     peak = 0
-    with running(kura_argv(root, port, "--workers", "2", "--config", config), f"http://127.0.0.1:{port}", log) as url:
+    argv = kura_argv(root, listener, "--workers", "2", "--config", config)
+    with running(argv, f"http://127.0.0.1:{listener.port}", log) as url:
         for number in range(1, BUILDS + 1):
             content, tag = build(number)
             assert number < 3 or pulls(url, "cache/app", "main")  # each build imports main's cache first

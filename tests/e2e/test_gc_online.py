@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from tests.e2e.servers import eventually, free_port, kura_argv, running
+from tests.e2e.servers import Listener, eventually, kura_argv, running
 
 pytestmark = pytest.mark.e2e
 
@@ -142,9 +142,8 @@ def check(client: httpx.Client, image: Image) -> str | None:
     return None
 
 
-def test_online_gc_under_concurrent_pushes_and_pulls(tmp_path: object) -> None:
+def test_online_gc_under_concurrent_pushes_and_pulls(tmp_path: object, listener: Listener) -> None:
     root = os.path.join(str(tmp_path), "root")
-    port = free_port()
     env = dict(
         os.environ,
         REGISTRY_STORAGE_DELETE_ENABLED="true",
@@ -156,7 +155,7 @@ def test_online_gc_under_concurrent_pushes_and_pulls(tmp_path: object) -> None:
     )
     log = os.path.join(str(tmp_path), "kura.log")
     tally = Tally()
-    server = running(kura_argv(root, port, "--workers", "2"), f"http://127.0.0.1:{port}", log, env)
+    server = running(kura_argv(root, listener, "--workers", "2"), f"http://127.0.0.1:{listener.port}", log, env)
     with server as url, httpx.Client(base_url=url, timeout=60) as client:
         # Garbage on purpose: blobs nothing references, an untagged manifest, an overwritten tag.
         garbage = [os.urandom(5000) for _ in range(5)]

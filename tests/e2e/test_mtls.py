@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from tests.authkit import CA, Signer
-from tests.e2e.servers import REPO, eventually, free_port, kura_argv, require, stop
+from tests.e2e.servers import Listener, eventually, kura_argv, require, spawn, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +23,7 @@ def client_files(tmp_path: Path, name: str, signer: Signer) -> tuple[str, str]:
     return str(cert), str(key)
 
 
-def test_client_certificates_are_required(tmp_path: Path, root: str) -> None:
+def test_client_certificates_are_required(tmp_path: Path, root: str, listener: Listener) -> None:
     server_cert, server_key = tmp_path / "server.pem", tmp_path / "server.key"
     openssl = [require("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
     subject = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
@@ -40,14 +40,12 @@ def test_client_certificates_are_required(tmp_path: Path, root: str) -> None:
         f"http:\n  tls:\n    certificate: {server_cert}\n    key: {server_key}\n"
         f"    clientcas:\n      - {bundles[0]}\n      - {bundles[1]}\n"
     )
-    port = free_port()
-    url = f"https://127.0.0.1:{port}"
+    url = f"https://127.0.0.1:{listener.port}"
     verify = ssl.create_default_context(cafile=str(server_cert))
     contexts = [
         _with_client(server_cert, client_files(tmp_path, n, ca.leaf())) for n, ca in (("a", first), ("b", second))
     ]
-    with open(tmp_path / "kura.log", "ab") as log:
-        process = subprocess.Popen(kura_argv(root, port, "--config", str(config)), stdout=log, stderr=log, cwd=REPO)
+    process = spawn(kura_argv(root, listener, "--config", str(config)), str(tmp_path / "kura.log"))
     try:
         assert eventually(lambda: _answers(f"{url}/v2/", contexts[0]) or process.poll() is not None)
         assert process.poll() is None, (tmp_path / "kura.log").read_text()

@@ -28,7 +28,16 @@ import pytest
 from app.supervisor import BOOT_WINDOW
 from storage import Spool
 from storage.drivers import FilesystemDriver
-from tests.e2e.servers import REGISTRY2, REPO, eventually, free_port, kura_argv, require, running, wait_ready
+from tests.e2e.servers import (
+    REPO,
+    Listener,
+    eventually,
+    kura_argv,
+    passed_fds,
+    registry2_serving,
+    running,
+    wait_ready,
+)
 from tests.oci import random_image, sha256
 
 Key = tuple[str, str, str | None, str | None]  # action, repository, digest, tag
@@ -69,11 +78,15 @@ class Receiver:
     bodies: list[bytes] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
+    held: socket.socket | None = None  # while down: the port, bound and never listening
 
     def start(self, sock: socket.socket | None = None) -> None:
         if sock is None:
             sock = reusable_socket(self.port)
         sock.listen(64)
+        if self.held is not None:
+            self.held.close()
+            self.held = None
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -104,11 +117,18 @@ class Receiver:
         self.server = server
 
     def stop(self) -> None:
-        """Down: the port refuses connections."""
+        """Down: the port refuses connections, and stays held for ``start``, so that nothing else takes it."""
         if self.server is not None:
+            self.held = reusable_socket(self.port)
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+
+    def close(self) -> None:
+        self.stop()
+        if self.held is not None:
+            self.held.close()
+            self.held = None
 
     def count(self, mode_status: int | None = None) -> int:
         with self.lock:
@@ -199,7 +219,13 @@ def kura_group(argv: list[str], url: str, log: str) -> Iterator[subprocess.Popen
     env = dict(os.environ, REGISTRY_STORAGE_DELETE_ENABLED="true")
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+            start_new_session=True,
+            pass_fds=passed_fds(argv),
         )
     try:
         wait_ready(url, process, log)
@@ -215,19 +241,21 @@ def kura_group(argv: list[str], url: str, log: str) -> Iterator[subprocess.Popen
 
 
 @pytest.mark.e2e
-def test_every_acknowledged_event_arrives_across_failures_and_sigkill(tmp_path: Path, root: str) -> None:
-    listener = reusable_socket(0)
-    receiver = Receiver(listener.getsockname()[1], mode="fail")
-    receiver.start(listener)
+def test_every_acknowledged_event_arrives_across_failures_and_sigkill(
+    tmp_path: Path, root: str, listener: Listener
+) -> None:
+    hook = reusable_socket(0)
+    receiver = Receiver(hook.getsockname()[1], mode="fail")
+    receiver.start(hook)
     config = tmp_path / "config.yml"
     config.write_text(
         "version: 0.1\nnotifications:\n  endpoints:\n    - name: hook\n"
         f"      url: http://127.0.0.1:{receiver.port}/events\n"
         "      timeout: 300ms\n      threshold: 2\n      backoff: 50ms\n      maxbackoff: 400ms\n"
     )
-    port = free_port()
+    port = listener.port
     url = f"http://127.0.0.1:{port}"
-    argv = kura_argv(root, port, "--workers", "2", "--config", str(config))
+    argv = kura_argv(root, listener, "--workers", "2", "--config", str(config))
     log = str(tmp_path / "kura.log")
     spool = os.path.join(root, "kura", "notifications", "hook")
     work = Workload()
@@ -283,7 +311,7 @@ def test_every_acknowledged_event_arrives_across_failures_and_sigkill(tmp_path: 
 
     with receiver.lock:
         arrivals = list(receiver.arrivals)
-    receiver.stop()
+    receiver.close()
     issued = {k: i for i, k in enumerate(work.issued)}
     assert len(issued) == len(work.issued)  # every request's event is distinct by construction
     # Nothing invented: each arrival is an event some request caused, field for field.
@@ -361,40 +389,38 @@ def shape(event: dict[str, Any], base: str) -> dict[str, Any]:
 
 
 @pytest.mark.e2e
-def test_kura_sends_what_registry2_sends(tmp_path: Path) -> None:
+def test_kura_sends_what_registry2_sends(tmp_path: Path, listener: Listener) -> None:
     """The same requests to registry:2 (Debian's docker-registry) and to Kura: the same events, field
     for field and in the same order, in the same envelope and media type."""
-    binary = require(REGISTRY2)
-    listener = reusable_socket(0)
-    receiver = Receiver(listener.getsockname()[1])
-    receiver.start(listener)
+    hook = reusable_socket(0)
+    receiver = Receiver(hook.getsockname()[1])
+    receiver.start(hook)
     section = (
         f"notifications:\n  endpoints:\n    - name: hook\n      url: http://127.0.0.1:{receiver.port}/events\n"
         "      headers:\n        X-Hook: [kura-test]\n"
     )
     seen: dict[str, tuple[list[dict[str, Any]], list[bytes]]] = {}
     for server in ("registry2", "kura"):
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
         root = tmp_path / server
         config = tmp_path / f"{server}.yml"
         config.write_text(
             f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {root}\n"
-            f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{section}"
+            f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n{section}"
         )
-        argv = (
-            [binary, "serve", str(config)]
-            if server == "registry2"
-            else kura_argv(str(root), port, "--config", str(config))
-        )
-        with running(argv, url, str(tmp_path / f"{server}.log")), httpx.Client(base_url=url, timeout=30) as client:
+        log = str(tmp_path / f"{server}.log")
+        if server == "registry2":
+            serving = registry2_serving(str(config), log)
+        else:
+            argv = kura_argv(str(root), listener, "--config", str(config))
+            serving = running(argv, f"http://127.0.0.1:{listener.port}", log)
+        with serving as url, httpx.Client(base_url=url, timeout=30) as client:
             same_workload(client)
             assert eventually(lambda: receiver.count() >= 16)  # registry:2 sends asynchronously too
         with receiver.lock:
             seen[server] = ([shape(a.event, url) for a in receiver.arrivals], list(receiver.bodies))
             receiver.arrivals.clear()
             receiver.bodies.clear()
-    receiver.stop()
+    receiver.close()
     registry2_events, registry2_bodies = seen["registry2"]
     kura_events, kura_bodies = seen["kura"]
     assert len(registry2_events) == 16

@@ -6,8 +6,8 @@ import contextlib
 import glob
 import json
 import os
+import re
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.servers import eventually, free_port, kura_argv, require, started, stop
+from tests.e2e.servers import KURA, Listener, announced, eventually, kura_argv, require, spawn, started, stop
 from tests.oci import random_image, sha256
 
 pytestmark = pytest.mark.e2e
+LISTENING = re.compile(r'msg="Listening on" address=(127\.0\.0\.1:\d+)')  # Prometheus on port 0 (it is Go: no --fd)
 
 
 def workers_of(pid: int) -> set[int]:
@@ -29,7 +30,6 @@ def workers_of(pid: int) -> set[int]:
 @contextlib.contextmanager
 def prometheus(tmp_path: Path, target: str) -> Iterator[str]:
     binary = require("prometheus")
-    port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
@@ -39,12 +39,12 @@ def prometheus(tmp_path: Path, target: str) -> Iterator[str]:
         binary,
         f"--config.file={config}",
         f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{port}",
+        "--web.listen-address=127.0.0.1:0",
     ]
-    with open(tmp_path / "prometheus.log", "ab") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    log = str(tmp_path / "prometheus.log")
+    process = spawn(argv, log)
     try:
+        url = "http://" + announced(LISTENING, process, log)
         assert eventually(lambda: _ready(url), timeout=60), (tmp_path / "prometheus.log").read_text()[-3000:]
         yield url
     finally:
@@ -71,8 +71,10 @@ def scrape(debug: str) -> dict[str, float]:
     return {k: float(v) for k, _, v in (line.rpartition(" ") for line in text.splitlines() if line[:1] != "#")}
 
 
-def test_prometheus_sees_the_push_through_any_worker(tmp_path: Path, root: str) -> None:
-    port, debug_port = free_port(), free_port()
+def test_prometheus_sees_the_push_through_any_worker(
+    tmp_path: Path, root: str, listener: Listener, debug_listener: Listener
+) -> None:
+    port, debug_port = listener.port, debug_listener.port
     config = tmp_path / "config.yml"
     config.write_text(
         "version: 0.1\nlog:\n  level: warn\n  formatter: json\n  fields:\n    service: kura-e2e\n"
@@ -83,7 +85,8 @@ def test_prometheus_sees_the_push_through_any_worker(tmp_path: Path, root: str) 
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     # registry serve config.yml's form: the config is positional; log.level warn crashed every worker once (issue 10)
-    argv = [*kura_argv(root, port, "--workers", "2")[:4], str(config), "--root", root]
+    inherit = ["--fd", str(listener.fd), "--debug-fd", str(debug_listener.fd)]
+    argv = [*KURA, str(config), "--root", root, *inherit, "--workers", "2"]
     url, debug, log = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{debug_port}", str(tmp_path / "kura.log")
     with started(argv, url, log, dict(os.environ, TMPDIR=str(tmp))) as supervisor:
         (directory,) = glob.glob(str(tmp / "kura-metrics-*"))
@@ -139,15 +142,18 @@ def test_prometheus_sees_the_push_through_any_worker(tmp_path: Path, root: str) 
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
-def test_one_worker_serves_both_ports_and_cleans_up(tmp_path: Path, root: str, stop_signal: int) -> None:
+def test_one_worker_serves_both_ports_and_cleans_up(
+    tmp_path: Path, root: str, stop_signal: int, listener: Listener, debug_listener: Listener
+) -> None:
     """Without a supervisor the worker itself removes the metrics directory, and a signal is a clean exit."""
-    port, debug_port = free_port(), free_port()
+    port, debug_port = listener.port, debug_listener.port
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = dict(os.environ, TMPDIR=str(tmp), REGISTRY_HTTP_DEBUG_ADDR=f"127.0.0.1:{debug_port}")
     env["REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED"] = "true"
     url, log = f"http://127.0.0.1:{port}", str(tmp_path / "kura.log")
-    with started(kura_argv(root, port, "--workers", "1"), url, log, env) as server:
+    argv = kura_argv(root, listener, "--workers", "1", debug=debug_listener)
+    with started(argv, url, log, env) as server:
         assert glob.glob(str(tmp / "kura-metrics-*"))
         assert "registry_http_requests_total" in httpx.get(f"http://127.0.0.1:{debug_port}/metrics").text
         server.send_signal(stop_signal)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from app.supervisor import BOOT_WINDOW
-from tests.e2e.servers import eventually, free_port, kura_argv, started
+from tests.e2e.servers import KURA, Listener, eventually, kura_argv, passed_fds, started
 
 pytestmark = pytest.mark.e2e  # starts a server
 
@@ -33,13 +33,13 @@ def alive(pid: int) -> bool:
         return False
 
 
-def serving(tmp_path: Path, root: str) -> tuple[str, list[str], str]:
-    port = free_port()
-    return f"http://127.0.0.1:{port}", kura_argv(root, port, "--workers", "2"), str(tmp_path / "kura.log")
+def serving(tmp_path: Path, root: str, listener: Listener) -> tuple[str, list[str], str]:
+    url = f"http://127.0.0.1:{listener.port}"
+    return url, kura_argv(root, listener, "--workers", "2"), str(tmp_path / "kura.log")
 
 
-def test_a_dead_worker_is_replaced_and_sigterm_stops_all(tmp_path: Path, root: str) -> None:
-    url, argv, log = serving(tmp_path, root)
+def test_a_dead_worker_is_replaced_and_sigterm_stops_all(tmp_path: Path, root: str, listener: Listener) -> None:
+    url, argv, log = serving(tmp_path, root, listener)
     with started(argv, url, log) as supervisor:
         # kura serve became the supervisor (exec): the PID a container runtime signals
         assert eventually(lambda: len(children(supervisor.pid)) == 2)
@@ -61,8 +61,8 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_all(tmp_path: Path, root: s
         assert f"worker {victim} exited (signal 9); starting another" in f.read()
 
 
-def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path, root: str) -> None:
-    url, argv, log = serving(tmp_path, root)
+def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path, root: str, listener: Listener) -> None:
+    url, argv, log = serving(tmp_path, root, listener)
     with started(argv, url, log) as supervisor:
         assert eventually(lambda: len(children(supervisor.pid)) == 2)
         workers = children(supervisor.pid)
@@ -75,19 +75,19 @@ def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path, root: str) -
                 os.kill(pid, signal.SIGKILL)
 
 
-def test_workers_that_cannot_boot_stop_the_server(tmp_path: Path, root: str) -> None:
-    port = free_port()
+def test_workers_that_cannot_boot_stop_the_server(tmp_path: Path, root: str, listener: Listener) -> None:
     env = dict(os.environ, REGISTRY_HTTP_TLS_CERTIFICATE=str(tmp_path / "missing.pem"))
-    argv = kura_argv(root, port, "--workers", "2")
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    argv = kura_argv(root, listener, "--workers", "2")
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, pass_fds=passed_fds(argv))
     assert result.returncode == 1
     assert "failed to start" in result.stderr
 
 
-def test_a_taken_port_is_a_clear_error(tmp_path: Path, root: str) -> None:
-    url, argv, log = serving(tmp_path, root)
+def test_a_taken_port_is_a_clear_error(tmp_path: Path, root: str, listener: Listener) -> None:
+    url, argv, log = serving(tmp_path, root, listener)
+    again = [*KURA, "--root", root, "--host", "127.0.0.1", "--port", str(listener.port), "--workers", "2"]
     with started(argv, url, log):
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(again, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "cannot listen on 127.0.0.1" in result.stderr and "in use" in result.stderr
 
@@ -122,8 +122,8 @@ def connections_by_worker(port: int, workers: set[int]) -> dict[int, int]:
     return held
 
 
-def test_a_burst_of_connections_is_spread_over_the_workers(tmp_path: Path, root: str) -> None:
-    url, argv, log = serving(tmp_path, root)
+def test_a_burst_of_connections_is_spread_over_the_workers(tmp_path: Path, root: str, listener: Listener) -> None:
+    url, argv, log = serving(tmp_path, root, listener)
     port = int(url.rsplit(":", 1)[1])
     with started(argv, url, log) as supervisor:
         assert eventually(lambda: len(children(supervisor.pid)) == 2)
