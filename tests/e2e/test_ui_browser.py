@@ -20,7 +20,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.e2e.authsetup import PASSWORDS, htpasswd_config, kura_with
-from tests.e2e.servers import REPO, free_port, kura, require
+from tests.e2e.servers import REPO, Listener, kura, require
 
 pytestmark = pytest.mark.e2e
 
@@ -71,11 +71,12 @@ def shot(page: Page, name: str) -> None:
         page.screenshot(path=os.path.join(directory, f"{name}.png"), full_page=True)
 
 
-def test_browse_explain_restore_delete_and_log_in_and_out(browser: Browser, tmp_path: Path, root: str) -> None:
+def test_browse_explain_restore_delete_and_log_in_and_out(
+    browser: Browser, tmp_path: Path, root: str, listener: Listener
+) -> None:
     digests = seed(root)
-    port = free_port()
-    config = htpasswd_config(str(tmp_path), root, port, POLICIES)
-    with kura_with(config, root, port) as url:
+    config = htpasswd_config(str(tmp_path), root, listener.port, POLICIES)
+    with kura_with(config, root, listener) as url:
         page = browser.new_page(viewport={"width": 1280, "height": 900}, base_url=url)
 
         # Anonymous users may pull demo/**: the repositories page lists the demo repositories.
