@@ -51,8 +51,10 @@ def blob_dir(digest: Digest) -> str:
     return join(BLOBS, digest.algorithm, digest.hex[:2], digest.hex)
 
 
+# The per-request paths below are one flat join each: the same string as nesting the helpers above
+# (posixpath.join is left-associative), a fraction of the calls on the read path.
 def blob_data(digest: Digest) -> str:
-    return join(blob_dir(digest), "data")
+    return join(BLOBS, digest.algorithm, digest.hex[:2], digest.hex, "data")
 
 
 def repository(name: str) -> str:
@@ -64,7 +66,7 @@ def layers(name: str) -> str:
 
 
 def layer_link(name: str, digest: Digest) -> str:
-    return join(layers(name), digest.algorithm, digest.hex, "link")
+    return join(REPOSITORIES, name, "_layers", digest.algorithm, digest.hex, "link")
 
 
 def manifests(name: str) -> str:
@@ -76,7 +78,7 @@ def manifest_revisions(name: str) -> str:
 
 
 def manifest_revision_link(name: str, digest: Digest) -> str:
-    return join(manifest_revisions(name), digest.algorithm, digest.hex, "link")
+    return join(REPOSITORIES, name, "_manifests", "revisions", digest.algorithm, digest.hex, "link")
 
 
 def tags(name: str) -> str:
@@ -88,7 +90,7 @@ def tag_dir(name: str, tag: str) -> str:
 
 
 def tag_current_link(name: str, tag: str) -> str:
-    return join(tag_dir(name, tag), "current", "link")
+    return join(REPOSITORIES, name, "_manifests", "tags", tag, "current", "link")
 
 
 def tag_index_link(name: str, tag: str, digest: Digest) -> str:
