@@ -51,10 +51,17 @@ def blob_dir(digest: Digest) -> str:
     return join(BLOBS, digest.algorithm, digest.hex[:2], digest.hex)
 
 
-# The per-request paths below are one flat join each: the same string as nesting the helpers above
-# (posixpath.join is left-associative), a fraction of the calls on the read path.
+# The per-request paths below are formatted directly: the string posixpath.join builds when every
+# part is one plain segment or more (not empty, no leading or trailing "/"), as validated names, tags
+# and digests are; anything else takes join itself, so the result is the same for every input.
+def _plain(part: str) -> bool:
+    return part != "" and part[0] != "/" and part[-1] != "/"
+
+
 def blob_data(digest: Digest) -> str:
-    return join(BLOBS, digest.algorithm, digest.hex[:2], digest.hex, "data")
+    if _plain(digest.algorithm) and _plain(digest.hex):
+        return f"{BLOBS}/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}/data"
+    return join(blob_dir(digest), "data")
 
 
 def repository(name: str) -> str:
@@ -66,7 +73,9 @@ def layers(name: str) -> str:
 
 
 def layer_link(name: str, digest: Digest) -> str:
-    return join(REPOSITORIES, name, "_layers", digest.algorithm, digest.hex, "link")
+    if _plain(name) and _plain(digest.algorithm) and _plain(digest.hex):
+        return f"{REPOSITORIES}/{name}/_layers/{digest.algorithm}/{digest.hex}/link"
+    return join(layers(name), digest.algorithm, digest.hex, "link")
 
 
 def manifests(name: str) -> str:
@@ -78,7 +87,9 @@ def manifest_revisions(name: str) -> str:
 
 
 def manifest_revision_link(name: str, digest: Digest) -> str:
-    return join(REPOSITORIES, name, "_manifests", "revisions", digest.algorithm, digest.hex, "link")
+    if _plain(name) and _plain(digest.algorithm) and _plain(digest.hex):
+        return f"{REPOSITORIES}/{name}/_manifests/revisions/{digest.algorithm}/{digest.hex}/link"
+    return join(manifest_revisions(name), digest.algorithm, digest.hex, "link")
 
 
 def tags(name: str) -> str:
@@ -90,7 +101,9 @@ def tag_dir(name: str, tag: str) -> str:
 
 
 def tag_current_link(name: str, tag: str) -> str:
-    return join(REPOSITORIES, name, "_manifests", "tags", tag, "current", "link")
+    if _plain(name) and _plain(tag):
+        return f"{REPOSITORIES}/{name}/_manifests/tags/{tag}/current/link"
+    return join(tag_dir(name, tag), "current", "link")
 
 
 def tag_index_link(name: str, tag: str, digest: Digest) -> str:
