@@ -63,11 +63,29 @@ class Formatter(logging.Formatter):
 _BARE = re.compile(r"[A-Za-z0-9\-._/@^+:]+")
 
 
+# Quoted forms of recent short strings: an access line's host, path, agent and name mostly repeat.
+_QUOTED: dict[str, str] = {}
+_QUOTED_MAX = 1024
+_QUOTED_LONGEST = 200
+
+
 def _text(value: object) -> str:
     """logrus's text quoting: bare when the value is plain, else a quoted string."""
     if isinstance(value, int):
         return str(value)
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if isinstance(value, str):
+        quoted = _QUOTED.get(value)
+        if quoted is None:
+            quoted = _quote(value)
+            if len(value) <= _QUOTED_LONGEST:
+                if len(_QUOTED) >= _QUOTED_MAX:
+                    _QUOTED.clear()
+                _QUOTED[value] = quoted
+        return quoted
+    return _quote(json.dumps(value, default=str))
+
+
+def _quote(text: str) -> str:
     return text if _BARE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
 
 

@@ -14,6 +14,7 @@ from app.catchall import CatchAll
 from app.config import Settings
 from app.errors import HANDLERS
 from app.health import Health, HealthGate
+from app.hotroutes import HotRoutes
 from app.notify.notifier import Notifier
 from app.observe import Observe
 from app.routes import ROUTES
@@ -93,6 +94,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.ui = Site(settings)
     app.state.settings = settings
     app.state.health = health
+    app.add_middleware(HotRoutes, routes=ROUTES)  # innermost: after auth and the health gate, like a route
     if health.checks:
         app.add_middleware(HealthGate, health=health)
     if settings.auth.enabled:

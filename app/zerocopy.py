@@ -22,6 +22,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.coalesce import Coalescing
 from storage import FileReader
 
 EXTENSION = "http.response.zerocopysend"
@@ -48,13 +49,19 @@ class ZeroCopySend:
             return
         scope = {**scope, "extensions": {**(scope.get("extensions") or {}), EXTENSION: {}}}
 
+        coalescing = Coalescing(cycle, send)  # a small response leaves in one write (app.coalesce)
+
         async def send_or_sendfile(message: Message) -> None:
             if message["type"] == EXTENSION:
+                coalescing.flush()
                 await self.sendfile(cycle, send, message)
             else:
-                await send(message)
+                await coalescing(message)
 
-        await self.app(scope, receive, send_or_sendfile)
+        try:
+            await self.app(scope, receive, send_or_sendfile)
+        finally:
+            coalescing.flush()
 
     def _lifespan(self, send: Send) -> Send:
         async def send_and_track(message: Message) -> None:

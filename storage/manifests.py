@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,17 +59,69 @@ class Reference:
             raise ManifestUnknown("manifest unknown", {"reference": text[:200]}) from None
 
 
-async def read(driver: StorageDriver, observer: Observer, name: Name, ref: Reference) -> Manifest:
+class BodyCache:
+    """Manifest bytes and media types by digest, for one process: what a GET would read and parse again.
+
+    Correct across processes because a digest names its bytes: whatever wrote ``blobs/<digest>/data``
+    (this worker, another one, registry:2) wrote these very bytes, which are checked against the digest
+    before they are kept. Only the bytes are cached, never existence: every read still stats the
+    repository's revision link and the blob's data (one call, the stat the read needed anyway), so a
+    deleted or collected manifest stops being served at once, and a data file whose size is not the
+    cached body's is read again.
+    """
+
+    MAX_BODY = 256 << 10
+    MAX_BYTES = 4 << 20  # per process: a few hundred typical manifests, well inside the memory budget
+
+    def __init__(self, max_bytes: int = MAX_BYTES) -> None:
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._items: OrderedDict[Digest, tuple[bytes, str]] = OrderedDict()
+
+    def get(self, digest: Digest, size: int) -> tuple[bytes, str] | None:
+        item = self._items.get(digest)
+        if item is None or len(item[0]) != size:
+            return None
+        self._items.move_to_end(digest)
+        return item
+
+    def put(self, digest: Digest, body: bytes, media_type: str) -> None:
+        if len(body) > self.MAX_BODY or digest in self._items or Digest.of_bytes(body, digest.algorithm) != digest:
+            return
+        self._items[digest] = (body, media_type)
+        self._bytes += len(body)
+        while self._bytes > self._max_bytes:
+            _, (dropped, _) = self._items.popitem(last=False)
+            self._bytes -= len(dropped)
+
+
+async def read(
+    driver: StorageDriver, observer: Observer, name: Name, ref: Reference, cache: BodyCache | None = None
+) -> Manifest:
     digest = ref.digest if ref.digest is not None else await tags.resolve(driver, name, ref.tag or "")
-    unknown = ManifestUnknown("manifest unknown", {"reference": ref.tag or str(ref.digest)})
-    if digest is None or (await driver.stat_many([paths.manifest_revision_link(name, digest)]))[0] is None:
-        raise unknown
-    try:
-        body = await driver.get_content(paths.blob_data(digest), MAX_SIZE)
-    except PathNotFound:
-        raise unknown from None
+    if digest is None:
+        raise _unknown(ref)
+    data_path = paths.blob_data(digest)
+    revision, data = await driver.stat_many([paths.manifest_revision_link(name, digest), data_path])
+    if revision is None or data is None or data.is_dir:
+        raise _unknown(ref)
+    cached = cache.get(digest, data.size) if cache is not None else None
+    if cached is not None:
+        body, media_type = cached
+    else:
+        try:
+            body = await driver.get_content(data_path, MAX_SIZE)
+        except PathNotFound:
+            raise _unknown(ref) from None
+        media_type = media_type_of(body)
+        if cache is not None:
+            cache.put(digest, body, media_type)
     await observer.pulled(name, digest)
-    return Manifest(digest, media_type_of(body), body)
+    return Manifest(digest, media_type, body)
+
+
+def _unknown(ref: Reference) -> ManifestUnknown:
+    return ManifestUnknown("manifest unknown", {"reference": ref.tag or str(ref.digest)})
 
 
 def media_type_of(body: bytes) -> str:

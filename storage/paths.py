@@ -51,7 +51,16 @@ def blob_dir(digest: Digest) -> str:
     return join(BLOBS, digest.algorithm, digest.hex[:2], digest.hex)
 
 
+# The per-request paths below are formatted directly: the string posixpath.join builds when every
+# part is one plain segment or more (not empty, no leading or trailing "/"), as validated names, tags
+# and digests are; anything else takes join itself, so the result is the same for every input.
+def _plain(part: str) -> bool:
+    return part != "" and part[0] != "/" and part[-1] != "/"
+
+
 def blob_data(digest: Digest) -> str:
+    if _plain(digest.algorithm) and _plain(digest.hex):
+        return f"{BLOBS}/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}/data"
     return join(blob_dir(digest), "data")
 
 
@@ -64,6 +73,8 @@ def layers(name: str) -> str:
 
 
 def layer_link(name: str, digest: Digest) -> str:
+    if _plain(name) and _plain(digest.algorithm) and _plain(digest.hex):
+        return f"{REPOSITORIES}/{name}/_layers/{digest.algorithm}/{digest.hex}/link"
     return join(layers(name), digest.algorithm, digest.hex, "link")
 
 
@@ -76,6 +87,8 @@ def manifest_revisions(name: str) -> str:
 
 
 def manifest_revision_link(name: str, digest: Digest) -> str:
+    if _plain(name) and _plain(digest.algorithm) and _plain(digest.hex):
+        return f"{REPOSITORIES}/{name}/_manifests/revisions/{digest.algorithm}/{digest.hex}/link"
     return join(manifest_revisions(name), digest.algorithm, digest.hex, "link")
 
 
@@ -88,6 +101,8 @@ def tag_dir(name: str, tag: str) -> str:
 
 
 def tag_current_link(name: str, tag: str) -> str:
+    if _plain(name) and _plain(tag):
+        return f"{REPOSITORIES}/{name}/_manifests/tags/{tag}/current/link"
     return join(tag_dir(name, tag), "current", "link")
 
 

@@ -36,6 +36,7 @@ class Registry:
         self.options = options or Options()
         self._summaries = referrers.SummaryCache()
         self._tag_listings = tags.ListingCache()
+        self._manifest_bodies = manifests.BodyCache()
         # Hashing runs beside the write of the same batch; a thread per core is all it can use.
         self._hashing = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="kura-hash")
         self.observer = touch.Observer(driver, self.options.gc_grace)
@@ -133,7 +134,9 @@ class Registry:
     # -- manifests, tags, catalog ---------------------------------------------------------------
 
     async def get_manifest(self, name: str, reference: str) -> Manifest:
-        return await manifests.read(self.driver, self.observer, Name.parse(name), Reference.parse(reference))
+        repository = Name.parse(name)  # before the reference: a bad name is NAME_INVALID whatever follows
+        ref = Reference.parse(reference)
+        return await manifests.read(self.driver, self.observer, repository, ref, self._manifest_bodies)
 
     async def put_manifest(self, name: str, reference: str, body: bytes, content_type: str | None) -> Manifest:
         self._writable()

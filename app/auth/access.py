@@ -11,6 +11,7 @@ from typing import Any
 
 from starlette.routing import BaseRoute, Route
 
+from app.hotroutes import hot_routes
 from app.routes import base, blobs, kura, listing, manifests, referrers, uploads
 from app.ui import routes as ui
 
@@ -65,9 +66,14 @@ class AccessMap:
             if not isinstance(route, Route) or route.endpoint not in KINDS:
                 raise RuntimeError(f"route {getattr(route, 'path', route)!r} has no access rule in app/auth/access.py")
             self._table.append((route.path_regex, frozenset(route.methods or ()), KINDS[route.endpoint]))
+        self._hot = hot_routes(routes)
 
     def need(self, method: str, path: str) -> Need:
         """The access a request needs; a path no route serves (404/405) needs only an identity."""
+        for hot in self._hot:  # the same first match as the scan below, without trying every route
+            params = hot.match(method, path)
+            if params is not None:
+                return Need(KINDS[hot.endpoint], params.get("name"), params.get("reference"))
         for regex, methods, kind in self._table:
             if method not in methods:
                 continue

@@ -52,6 +52,7 @@ class FilesystemDriver:
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
+        self._prefix = os.path.join(self.root, "")
         self._tmp = os.path.join(self.root, "kura", "tmp")
         # As asyncio's default executor would size it; its own, so that close() can shut it down.
         self._pool = ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="kura-io")
@@ -60,7 +61,8 @@ class FilesystemDriver:
         self._purged_at = 0.0
 
     def full(self, path: str) -> str:
-        return os.path.join(self.root, path)
+        # os.path.join(self.root, path), without its generality: it runs for every storage call
+        return path if path.startswith("/") else self._prefix + path
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         result: T = await aiofiles.os.wrap(fn)(*args, executor=self._pool, **kwargs)

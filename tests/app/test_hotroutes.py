@@ -1,0 +1,178 @@
+"""The hot read routes answer exactly as Starlette's router does: same route, same bytes, same log line."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.routing import Match
+
+from app.hotroutes import HotRoutes, hot_routes
+from app.logs import FIELDS
+from app.main import create_app
+from app.routes import ROUTES
+from tests.app.authworld import client_for, htpasswd_settings, seed
+from tests.authkit import basic
+from tests.conftest import client_of
+from tests.oci import push_image, random_image
+
+Exchange = tuple[int, list[tuple[bytes, bytes]], bytes]
+UNKNOWN = "sha256:" + "0" * 64
+
+
+def _router_match(method: str, path: str) -> tuple[Any, dict[str, Any]] | None:
+    """What Starlette's router picks: the first route that matches fully."""
+    scope = {"type": "http", "method": method, "path": path, "root_path": ""}
+    for route in ROUTES:
+        match, child = route.matches(scope)
+        if match is Match.FULL:
+            return child["endpoint"], child["path_params"]
+    return None
+
+
+PATHS = [
+    "/v2/a/manifests/latest",
+    "/v2/a/b/c/manifests/sha256:" + "a" * 64,
+    "/v2/a/manifests/manifests/x",
+    "/v2/manifests/manifests/x",
+    "/v2/a/tags/list",
+    "/v2/a/manifests/tags/list",
+    "/v2/a/tags/list/manifests/x",
+    "/v2/a/blobs/sha256:abc",
+    "/v2/a/blobs/uploads/",
+    "/v2/a/blobs/uploads/123",
+    "/v2/a/blobs/uploads/blobs/123",
+    "/v2/a/blobs/uploads",
+    "/v2/blobs/uploads/x",
+    "/v2/a/blobs/",
+    "/v2/a/manifests/",
+    "/v2//manifests/x",
+    "/v2/a/referrers/sha256:abc",
+    "/v2/_catalog",
+    "/v2/",
+    "/_kura/v1/inspect/a/manifests/latest",
+    "/_kura/v1/live",
+    "/v2/a/manifests/x/y",
+    "/v3/a/manifests/x",
+]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "DELETE", "POST", "PATCH"])
+def test_hot_match_is_the_routers_match(method: str) -> None:
+    """For every path shape the table knows (and some it does not), the hot route is taken exactly when
+    the router would pick that very endpoint, with the same parameters."""
+    table = hot_routes(ROUTES)
+    for path in PATHS:
+        routed = _router_match(method, path)
+        hot = next(((r.endpoint, p) for r in table if (p := r.match(method, path)) is not None), None)
+        if hot is not None:
+            assert routed == hot, (method, path)
+        else:
+            assert routed is None or routed[0] not in {r.endpoint for r in table}, (method, path)
+
+
+async def _exchanges(client: httpx.AsyncClient, requests: list[tuple[str, str, dict[str, str]]]) -> list[Exchange]:
+    found = []
+    for method, url, headers in requests:
+        r = await client.request(method, url, headers=headers)
+        found.append((r.status_code, list(r.headers.raw), r.content))
+    return found
+
+
+def _access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    lines = []
+    for record in caplog.records:
+        if record.name == "kura.access":
+            fields = dict(getattr(record, FIELDS))
+            fields.pop("http.response.duration")
+            lines.append(fields)
+    caplog.clear()
+    return lines
+
+
+async def _both_paths(
+    client: httpx.AsyncClient,
+    requests: list[tuple[str, str, dict[str, str]]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> tuple[list[Exchange], list[Exchange], int]:
+    """The answers with the hot routes, without them, and how many requests the hot routes served."""
+    caplog.set_level(logging.INFO, logger="kura.access")
+    calls: list[str] = []
+    real = HotRoutes.match
+
+    def counted(self: HotRoutes, scope: dict[str, Any]) -> Any:
+        hit = real(self, scope)
+        if hit is not None:
+            calls.append(scope["path"])
+        return hit
+
+    monkeypatch.setattr(HotRoutes, "match", counted)
+    hot = await _exchanges(client, requests)
+    hot_log = _access_lines(caplog)
+    monkeypatch.setattr(HotRoutes, "match", lambda self, scope: None)
+    routed = await _exchanges(client, requests)
+    assert _access_lines(caplog) == hot_log
+    return hot, routed, len(calls)
+
+
+async def test_hot_responses_are_the_routers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings_dict = {"storage": {"filesystem": {"rootdirectory": str(tmp_path / "root")}, "delete": {"enabled": True}}}
+    from app.config import Settings
+
+    application = create_app(Settings.model_validate(settings_dict))
+    async with client_of(application) as client:
+        image = random_image(seed=11)
+        digest = await push_image(client, "team/app", image, "v1")
+        layer = next(iter(image.blobs))
+        requests = [
+            ("GET", "/v2/team/app/manifests/v1", {"Accept": "application/vnd.oci.image.manifest.v1+json"}),
+            ("HEAD", "/v2/team/app/manifests/v1", {}),
+            ("GET", f"/v2/team/app/manifests/{digest}", {}),
+            ("HEAD", f"/v2/team/app/manifests/{digest}", {}),
+            ("GET", "/v2/team/app/manifests/nope", {}),  # unknown tag
+            ("HEAD", f"/v2/team/app/manifests/{UNKNOWN}", {}),  # unknown digest
+            ("GET", "/v2/team/app/manifests/sha256:short", {}),  # neither tag nor digest
+            ("GET", "/v2/no/such/manifests/v1", {}),  # unknown repository
+            ("GET", "/v2/Bad_Name/manifests/v1", {}),  # invalid name
+            ("HEAD", f"/v2/team/app/blobs/{layer}", {}),
+            ("GET", f"/v2/team/app/blobs/{layer}", {}),
+            ("GET", f"/v2/team/app/blobs/{layer}", {"Range": "bytes=10-99"}),
+            ("GET", f"/v2/team/app/blobs/{layer}", {"Range": "bytes=999999-"}),  # unsatisfiable
+            ("HEAD", f"/v2/team/app/blobs/{UNKNOWN}", {}),  # unknown blob
+            ("HEAD", "/v2/team/app/blobs/sha256:xyz", {}),  # bad digest
+            ("GET", "/v2/team/app/blobs/md5:abc", {}),  # unsupported algorithm
+            ("HEAD", f"/v2/other/blobs/{layer}", {}),  # a blob this repository does not link
+        ]
+        hot, routed, served = await _both_paths(client, requests, monkeypatch, caplog)
+    assert hot == routed and served == len(requests)
+    statuses = [status for status, _, _ in hot]
+    assert statuses == [200, 200, 200, 200, 404, 404, 404, 404, 400, 200, 200, 206, 416, 404, 400, 400, 404]
+
+
+async def test_hot_responses_under_auth_are_the_routers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = str(tmp_path / "root")
+    world = await seed(root)
+    policies = {"repositories": {"team/**": {"policies": [{"users": ["alice"], "actions": ["pull"]}]}}}
+    application = create_app(htpasswd_settings(root, str(tmp_path), policies))
+    async with client_for(application) as client:
+        alice, bob = basic("alice", "alice-secret"), basic("bob", "bob-secret")
+        requests = [
+            ("GET", "/v2/team/app/manifests/v1", alice),
+            ("HEAD", f"/v2/team/app/blobs/{world.layer}", alice),
+            ("GET", "/v2/team/app/manifests/v1", {}),  # no credentials: the challenge
+            ("GET", "/v2/team/app/manifests/v1", bob),  # authenticated, no right: denied
+            ("HEAD", f"/v2/other/app/blobs/{world.layer}", alice),  # outside alice's repositories
+            ("GET", "/v2/team/app/manifests/v1", basic("alice", "wrong")),  # bad password
+            ("GET", "/v2/team/nothing/manifests/v1", alice),  # allowed, unknown
+        ]
+        hot, routed, served = await _both_paths(client, requests, monkeypatch, caplog)
+    assert hot == routed and served == 3  # the others are answered by auth, before any route
+    assert [status for status, _, _ in hot] == [200, 200, 401, 403, 403, 401, 404]
