@@ -65,7 +65,7 @@ class FilesystemDriver:
         return path if path.startswith("/") else self._prefix + path
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        result: T = await aiofiles.os.wrap(fn)(*args, executor=self._pool, **kwargs)
+        result: T = await _in_pool(fn, *args, executor=self._pool, **kwargs)
         return result
 
     # -- content -------------------------------------------------------------------------------
@@ -476,6 +476,14 @@ class FileWriter:
         if self._fd >= 0:  # idempotent: closing a number twice could close someone else's file
             fd, self._fd = self._fd, -1
             os.close(fd)
+
+
+def _call(fn: Callable[..., T], /, *args: object, **kwargs: object) -> T:
+    return fn(*args, **kwargs)
+
+
+# One aiofiles wrapper made once: making one per call (aiofiles.os.wrap(fn)) costs more than the hop.
+_in_pool = aiofiles.os.wrap(_call)
 
 
 def _read_all(fd: int, size: int) -> bytes:
