@@ -33,7 +33,7 @@ from storage.gc.report import NO_REPOSITORY, Report
 
 log = logging.getLogger("kura.gc")
 
-BATCH = 2048  # blob candidates swept at a time
+BATCH = 32768  # blob candidates swept at a time (a stripe lock each per batch: few, large batches)
 TAG_LOCK_WAIT = 30.0
 
 
@@ -90,6 +90,7 @@ class Collection:
     needed: set[Digest] = field(default_factory=set)
     linked: dict[Digest, int] = field(default_factory=dict)  # the newest link mtime of each linked digest
     swept: dict[Digest, int] = field(default_factory=dict)  # blob -> size
+    unlinked: list[sweep.Revision] = field(default_factory=list)  # layer links removed (their blob is gone)
     leftovers: dict[str, _Leftover] = field(default_factory=dict)
     doomed: list[sweep.Revision] = field(default_factory=list)
     dangling: list[sweep.Revision] = field(default_factory=list)
@@ -214,7 +215,7 @@ class Collection:
             for revision in set(self.doomed) - set(deleted):
                 self._keep(self.doomed_documents.get((revision.name, revision.digest)), revision.digest)
             self.report.postponed += len(self.doomed) - len(deleted)
-            for revision in await sweep.dangling_links(self.driver, self.dangling, layers=False):
+            for revision in await sweep.dangling_revisions(self.driver, self.dangling):
                 self.leftovers[revision.name].dangling += 1
         for revision in deleted:
             self.leftovers[revision.name].deleted.append(revision.digest)
@@ -267,10 +268,12 @@ class Collection:
     # -- blobs -----------------------------------------------------------------------------------
 
     async def _blobs(self, trash: sweep.Trash) -> None:
+        """Sweep the unmarked blobs past their grace, and with the last batch the layer links to blobs
+        that are not stored (their blob's stripe is held for both)."""
         batch: list[sweep.Candidate] = []
-        async for digest, info in inventory.blobs(self.driver):
+        async for digest, info in inventory.blobs(self.driver, self.needed):
             self.report.blobs_seen += 1
-            if digest in self.needed:
+            if info is None:
                 self.report.blobs_marked += 1
                 continue
             if max(info.mtime_ns or self.t0_ns, self.linked.get(digest, 0)) >= self.cutoff_ns:
@@ -279,29 +282,29 @@ class Collection:
             if len(batch) >= BATCH:
                 await self._sweep(batch, trash)
                 batch = []
-        if batch:
-            await self._sweep(batch, trash)
+        orphans = [sweep.Revision(name, d) for name, left in self.leftovers.items() for d in left.orphans]
+        await self._sweep(batch, trash, orphans)
 
-    async def _sweep(self, batch: list[sweep.Candidate], trash: sweep.Trash) -> None:
+    async def _sweep(
+        self, batch: list[sweep.Candidate], trash: sweep.Trash, orphans: list[sweep.Revision] | None = None
+    ) -> None:
         if self.dry:
             swept = batch
         else:
-            swept, postponed = await sweep.blobs(self.driver, batch, self.cutoff_ns, trash)
-            self.report.postponed += postponed
+            done = await sweep.blobs(self.driver, batch, self.cutoff_ns, trash, orphans or ())
+            swept, self.unlinked = done.blobs, self.unlinked + done.links
+            self.report.postponed += done.postponed
         for candidate in swept:
             self.swept[candidate.digest] = candidate.size
             self.report.blobs_deleted += 1
             self.report.bytes_freed += candidate.size
+        if self.dry and orphans is not None:
+            self.unlinked = [r for r in orphans if r.digest in self.swept]
 
     # -- tidy ------------------------------------------------------------------------------------
 
     async def _tidy(self) -> None:
-        orphans = [sweep.Revision(name, d) for name, left in self.leftovers.items() for d in left.orphans]
-        if self.dry:
-            removed = [r for r in orphans if r.digest in self.swept]
-        else:
-            removed = await sweep.dangling_links(self.driver, orphans, layers=True)
-        for revision in removed:
+        for revision in self.unlinked:
             self.report.repository(revision.name).layer_links += 1
         attributed: set[Digest] = set()
         for name, left in self.leftovers.items():
