@@ -16,6 +16,7 @@ candidates are swept in batches while the walk goes on.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -34,6 +35,7 @@ from storage.gc.report import NO_REPOSITORY, Report
 log = logging.getLogger("kura.gc")
 
 BATCH = 32768  # blob candidates swept at a time (a stripe lock each per batch: few, large batches)
+DOOMED_BATCH = 1024  # doomed revisions deleted at a time, while the mark goes on
 TAG_LOCK_WAIT = 30.0
 
 
@@ -95,6 +97,7 @@ class Collection:
     doomed: list[sweep.Revision] = field(default_factory=list)
     dangling: list[sweep.Revision] = field(default_factory=list)
     doomed_documents: dict[tuple[str, Digest], mark.Document] = field(default_factory=dict)
+    deleting: asyncio.TaskGroup = field(default_factory=asyncio.TaskGroup)  # the doomed revisions' deletions
     policies_run: set[str] = field(default_factory=set)
     pulls: bool = True  # whether any pull marker exists
     report: Report = field(init=False)
@@ -128,8 +131,14 @@ class Collection:
         if not self.dry:
             self.report.trash_emptied = await trash.empty(self.t0_ns - int(self.settings.trash_delay * 1e9))
         self.pulls = (await self.driver.stat_many([inventory.PULLS]))[0] is not None
-        async for name in inventory.repositories(self.driver):
-            await self._repository(name, saved)
+        # Doomed revisions are deleted in the background while later repositories are marked: the
+        # deletions wait on the disk while the mark keeps the CPU.
+        async with asyncio.TaskGroup() as self.deleting:
+            async for name in inventory.repositories(self.driver):
+                await self._repository(name, saved)
+                if len(self.doomed) >= DOOMED_BATCH:
+                    self._delete_doomed()
+            self._delete_doomed()
         await self._manifests()
         await self._blobs(trash)
         await self._tidy()
@@ -206,22 +215,32 @@ class Collection:
             len(found.layers),
         )
 
-    async def _manifests(self) -> None:
-        """Delete the doomed revisions of every repository, a stripe at a time; keep what was touched."""
+    def _delete_doomed(self) -> None:
+        """Start deleting the doomed revisions gathered so far (a dry run only lists them)."""
+        doomed, documents = self.doomed, self.doomed_documents
+        self.doomed, self.doomed_documents = [], {}
         if self.dry:
-            deleted = self.doomed
-        else:
-            deleted = await sweep.manifests(self.driver, self.doomed, self.cutoff_ns, self.pulls)
-            for revision in set(self.doomed) - set(deleted):
-                self._keep(self.doomed_documents.get((revision.name, revision.digest)), revision.digest)
-            self.report.postponed += len(self.doomed) - len(deleted)
-            for revision in await sweep.dangling_revisions(self.driver, self.dangling):
-                self.leftovers[revision.name].dangling += 1
+            for revision in doomed:
+                self.leftovers[revision.name].deleted.append(revision.digest)
+        elif doomed:
+            self.deleting.create_task(self._delete(doomed, documents))
+
+    async def _delete(self, doomed: list[sweep.Revision], documents: dict[tuple[str, Digest], mark.Document]) -> None:
+        """Delete doomed revisions, a stripe at a time; keep what was touched."""
+        deleted = await sweep.manifests(self.driver, doomed, self.cutoff_ns, self.pulls)
+        for revision in set(doomed) - set(deleted):
+            self._keep(documents.get((revision.name, revision.digest)), revision.digest)
+        self.report.postponed += len(doomed) - len(deleted)
         for revision in deleted:
             self.leftovers[revision.name].deleted.append(revision.digest)
+
+    async def _manifests(self) -> None:
+        """Once every doomed revision is deleted: the revision links without a manifest go too."""
+        if not self.dry:
+            for revision in await sweep.dangling_revisions(self.driver, self.dangling):
+                self.leftovers[revision.name].dangling += 1
         for name, left in self.leftovers.items():
             self.report.repository(name).manifests = sorted(left.deleted, key=str)
-        self.doomed, self.doomed_documents = [], {}
 
     def _keep(self, doc: mark.Document | None, digest: Digest) -> None:
         """A doomed manifest was touched during the run: it and what it references stay."""
