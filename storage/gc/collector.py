@@ -2,16 +2,21 @@
 
 0. The leader lock (``kura/gc/leader.lock``), then T0, before anything is read.
 1-2. Per repository, streamed: read its links, apply its retention policy (untag), mark, evict
-   past its size cap, then delete the revisions nothing keeps (re-checked under their stripe).
-3-4. One streamed walk of ``blobs/``: unmarked blobs whose liveness (the newest of their data's
-   mtime and of every link to them) is older than T0 - grace are swept under their stripe lock.
-5. Tidy: layer links to blobs that are gone, repositories left empty, stale uploads; the trash of
-   earlier runs; the state file and generation.
+   past its size cap; the revisions nothing keeps are deleted (re-checked under their stripe) in
+   the background while later repositories are marked.
+3-4. One walk of ``blobs/`` (only unmarked blobs are stat'ed): those whose liveness (the newest of
+   their data's mtime and of every link to them) is older than T0 - grace are swept under their
+   stripe lock, and with them the layer links to blobs that are gone (one lock for both).
+5. Tidy: repositories left empty, stale uploads; the trash of earlier runs; the state file and
+   generation.
 
 Memory: the digests the kept manifests need (a set), the newest link mtime of every linked digest
 (a dict), and the swept digests and orphaned layer links of this run: about 200 bytes per distinct
 blob, whatever the number of repositories. One repository's links are held at a time, and blob
-candidates are swept in batches while the walk goes on.
+candidates are swept in batches of BATCH.
+
+Time goes to removing directories (a file and its directory per blob and per link): the filesystem
+driver removes in parallel, 16 stripes at a time, since each removal mostly waits on the disk.
 """
 
 from __future__ import annotations
