@@ -19,9 +19,13 @@ import random
 import subprocess
 import sys
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
 
 from app.config import SETTINGS_ENV, Settings
+
+if TYPE_CHECKING:
+    from storage.gc.report import Report
 
 log = logging.getLogger("kura.gc")
 
@@ -87,7 +91,7 @@ def command(args: argparse.Namespace) -> int:
     async def run() -> str:
         driver = drivers.create("filesystem", {"rootdirectory": settings.root})
         try:
-            report = await collector.collect(driver, options)
+            report = await observed(collector.collect(driver, options), bool(options.retention))
         finally:
             await driver.close()
         return report.render(quiet=args.quiet or args.settings_env)
@@ -104,6 +108,30 @@ def command(args: argparse.Namespace) -> int:
     else:
         print(output, end="")
     return 0
+
+
+async def observed(run: Awaitable[Report], retention: bool) -> Report:
+    """``run``, counted in the metrics (``kura_gc_*``, ``kura_retention_*``) unless it is a dry run or
+    lost the leader lock. A server's collection runs in a child process that inherits the server's
+    multiprocess directory, so its counts reach every worker's /metrics."""
+    from app import metrics
+    from storage.driver import Busy
+
+    started = time.monotonic()
+    try:
+        report = await run
+    except Busy:
+        raise
+    except Exception:
+        metrics.observe_gc_run(time.monotonic() - started, False, 0, 0)
+        if retention:
+            metrics.observe_retention_run(False, 0)
+        raise
+    if not report.dry_run:
+        metrics.observe_gc_run(time.monotonic() - started, True, report.blobs_deleted, report.bytes_freed)
+        if retention:
+            metrics.observe_retention_run(True, report.tags_removed)
+    return report
 
 
 # -- the server's schedule ---------------------------------------------------------------------------
@@ -138,7 +166,7 @@ async def _schedule(settings: Settings, registry: Any) -> None:
                     await _collect_in_child(settings)
                 else:
                     options = collector.Settings.of(gc, settings.kura.retention, uploads)
-                    await collector.collect(driver, options)
+                    await observed(collector.collect(driver, options), bool(options.retention))
             elif uploads.enabled and now - saved.uploads_purged_ns >= uploads.interval * 1e9:
                 await purging.purge_all(driver, uploads)
         except Busy:

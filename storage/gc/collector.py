@@ -2,20 +2,26 @@
 
 0. The leader lock (``kura/gc/leader.lock``), then T0, before anything is read.
 1-2. Per repository, streamed: read its links, apply its retention policy (untag), mark, evict
-   past its size cap, then delete the revisions nothing keeps (re-checked under their stripe).
-3-4. One streamed walk of ``blobs/``: unmarked blobs whose liveness (the newest of their data's
-   mtime and of every link to them) is older than T0 - grace are swept under their stripe lock.
-5. Tidy: layer links to blobs that are gone, repositories left empty, stale uploads; the trash of
-   earlier runs; the state file and generation.
+   past its size cap; the revisions nothing keeps are deleted (re-checked under their stripe) in
+   the background while later repositories are marked.
+3-4. One walk of ``blobs/`` (only unmarked blobs are stat'ed): those whose liveness (the newest of
+   their data's mtime and of every link to them) is older than T0 - grace are swept under their
+   stripe lock, and with them the layer links to blobs that are gone (one lock for both).
+5. Tidy: repositories left empty, stale uploads; the trash of earlier runs; the state file and
+   generation.
 
 Memory: the digests the kept manifests need (a set), the newest link mtime of every linked digest
 (a dict), and the swept digests and orphaned layer links of this run: about 200 bytes per distinct
 blob, whatever the number of repositories. One repository's links are held at a time, and blob
-candidates are swept in batches while the walk goes on.
+candidates are swept in batches of BATCH.
+
+Time goes to removing directories (a file and its directory per blob and per link): the filesystem
+driver removes in parallel, 16 stripes at a time, since each removal mostly waits on the disk.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -33,7 +39,8 @@ from storage.gc.report import NO_REPOSITORY, Report
 
 log = logging.getLogger("kura.gc")
 
-BATCH = 2048  # blob candidates swept at a time
+BATCH = 32768  # blob candidates swept at a time (a stripe lock each per batch: few, large batches)
+DOOMED_BATCH = 1024  # doomed revisions deleted at a time, while the mark goes on
 TAG_LOCK_WAIT = 30.0
 
 
@@ -90,10 +97,12 @@ class Collection:
     needed: set[Digest] = field(default_factory=set)
     linked: dict[Digest, int] = field(default_factory=dict)  # the newest link mtime of each linked digest
     swept: dict[Digest, int] = field(default_factory=dict)  # blob -> size
+    unlinked: list[sweep.Revision] = field(default_factory=list)  # layer links removed (their blob is gone)
     leftovers: dict[str, _Leftover] = field(default_factory=dict)
     doomed: list[sweep.Revision] = field(default_factory=list)
     dangling: list[sweep.Revision] = field(default_factory=list)
     doomed_documents: dict[tuple[str, Digest], mark.Document] = field(default_factory=dict)
+    deleting: asyncio.TaskGroup = field(default_factory=asyncio.TaskGroup)  # the doomed revisions' deletions
     policies_run: set[str] = field(default_factory=set)
     pulls: bool = True  # whether any pull marker exists
     report: Report = field(init=False)
@@ -127,8 +136,14 @@ class Collection:
         if not self.dry:
             self.report.trash_emptied = await trash.empty(self.t0_ns - int(self.settings.trash_delay * 1e9))
         self.pulls = (await self.driver.stat_many([inventory.PULLS]))[0] is not None
-        async for name in inventory.repositories(self.driver):
-            await self._repository(name, saved)
+        # Doomed revisions are deleted in the background while later repositories are marked: the
+        # deletions wait on the disk while the mark keeps the CPU.
+        async with asyncio.TaskGroup() as self.deleting:
+            async for name in inventory.repositories(self.driver):
+                await self._repository(name, saved)
+                if len(self.doomed) >= DOOMED_BATCH:
+                    self._delete_doomed()
+            self._delete_doomed()
         await self._manifests()
         await self._blobs(trash)
         await self._tidy()
@@ -205,22 +220,32 @@ class Collection:
             len(found.layers),
         )
 
-    async def _manifests(self) -> None:
-        """Delete the doomed revisions of every repository, a stripe at a time; keep what was touched."""
+    def _delete_doomed(self) -> None:
+        """Start deleting the doomed revisions gathered so far (a dry run only lists them)."""
+        doomed, documents = self.doomed, self.doomed_documents
+        self.doomed, self.doomed_documents = [], {}
         if self.dry:
-            deleted = self.doomed
-        else:
-            deleted = await sweep.manifests(self.driver, self.doomed, self.cutoff_ns, self.pulls)
-            for revision in set(self.doomed) - set(deleted):
-                self._keep(self.doomed_documents.get((revision.name, revision.digest)), revision.digest)
-            self.report.postponed += len(self.doomed) - len(deleted)
-            for revision in await sweep.dangling_links(self.driver, self.dangling, layers=False):
-                self.leftovers[revision.name].dangling += 1
+            for revision in doomed:
+                self.leftovers[revision.name].deleted.append(revision.digest)
+        elif doomed:
+            self.deleting.create_task(self._delete(doomed, documents))
+
+    async def _delete(self, doomed: list[sweep.Revision], documents: dict[tuple[str, Digest], mark.Document]) -> None:
+        """Delete doomed revisions, a stripe at a time; keep what was touched."""
+        deleted = await sweep.manifests(self.driver, doomed, self.cutoff_ns, self.pulls)
+        for revision in set(doomed) - set(deleted):
+            self._keep(documents.get((revision.name, revision.digest)), revision.digest)
+        self.report.postponed += len(doomed) - len(deleted)
         for revision in deleted:
             self.leftovers[revision.name].deleted.append(revision.digest)
+
+    async def _manifests(self) -> None:
+        """Once every doomed revision is deleted: the revision links without a manifest go too."""
+        if not self.dry:
+            for revision in await sweep.dangling_revisions(self.driver, self.dangling):
+                self.leftovers[revision.name].dangling += 1
         for name, left in self.leftovers.items():
             self.report.repository(name).manifests = sorted(left.deleted, key=str)
-        self.doomed, self.doomed_documents = [], {}
 
     def _keep(self, doc: mark.Document | None, digest: Digest) -> None:
         """A doomed manifest was touched during the run: it and what it references stay."""
@@ -267,10 +292,12 @@ class Collection:
     # -- blobs -----------------------------------------------------------------------------------
 
     async def _blobs(self, trash: sweep.Trash) -> None:
+        """Sweep the unmarked blobs past their grace, and with the last batch the layer links to blobs
+        that are not stored (their blob's stripe is held for both)."""
         batch: list[sweep.Candidate] = []
-        async for digest, info in inventory.blobs(self.driver):
+        async for digest, info in inventory.blobs(self.driver, self.needed):
             self.report.blobs_seen += 1
-            if digest in self.needed:
+            if info is None:
                 self.report.blobs_marked += 1
                 continue
             if max(info.mtime_ns or self.t0_ns, self.linked.get(digest, 0)) >= self.cutoff_ns:
@@ -279,29 +306,29 @@ class Collection:
             if len(batch) >= BATCH:
                 await self._sweep(batch, trash)
                 batch = []
-        if batch:
-            await self._sweep(batch, trash)
+        orphans = [sweep.Revision(name, d) for name, left in self.leftovers.items() for d in left.orphans]
+        await self._sweep(batch, trash, orphans)
 
-    async def _sweep(self, batch: list[sweep.Candidate], trash: sweep.Trash) -> None:
+    async def _sweep(
+        self, batch: list[sweep.Candidate], trash: sweep.Trash, orphans: list[sweep.Revision] | None = None
+    ) -> None:
         if self.dry:
             swept = batch
         else:
-            swept, postponed = await sweep.blobs(self.driver, batch, self.cutoff_ns, trash)
-            self.report.postponed += postponed
+            done = await sweep.blobs(self.driver, batch, self.cutoff_ns, trash, orphans or ())
+            swept, self.unlinked = done.blobs, self.unlinked + done.links
+            self.report.postponed += done.postponed
         for candidate in swept:
             self.swept[candidate.digest] = candidate.size
             self.report.blobs_deleted += 1
             self.report.bytes_freed += candidate.size
+        if self.dry and orphans is not None:
+            self.unlinked = [r for r in orphans if r.digest in self.swept]
 
     # -- tidy ------------------------------------------------------------------------------------
 
     async def _tidy(self) -> None:
-        orphans = [sweep.Revision(name, d) for name, left in self.leftovers.items() for d in left.orphans]
-        if self.dry:
-            removed = [r for r in orphans if r.digest in self.swept]
-        else:
-            removed = await sweep.dangling_links(self.driver, orphans, layers=True)
-        for revision in removed:
+        for revision in self.unlinked:
             self.report.repository(revision.name).layer_links += 1
         attributed: set[Digest] = set()
         for name, left in self.leftovers.items():

@@ -7,7 +7,7 @@ repository, so memory holds one repository's links at a time.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Container
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -128,14 +128,19 @@ async def _tags(driver: StorageDriver, name: str) -> dict[str, Tag]:
     return found
 
 
-async def blobs(driver: StorageDriver) -> AsyncIterator[tuple[Digest, FileInfo]]:
-    """Every stored blob with its data's stat: ``blobs/<alg>/<xx>/<hex>/data``, one stat per blob."""
+async def blobs(driver: StorageDriver, known: Container[Digest]) -> AsyncIterator[tuple[Digest, FileInfo | None]]:
+    """Every stored blob (``blobs/<alg>/<xx>/<hex>/data``) with its data's stat, except the ``known``
+    ones, which come with None unstat'ed (a directory of theirs without data then counts as a blob)."""
     for algorithm in sorted(await _list(driver, paths.BLOBS)):
         top = paths.join(paths.BLOBS, algorithm)
         for fan in sorted(await _list(driver, top)):
             digests = [d for e in await _list(driver, paths.join(top, fan)) if (d := _digest(algorithm, e))]
-            infos = await driver.stat_many([paths.blob_data(d) for d in digests])
-            for digest, info in zip(digests, infos, strict=True):
+            unknown = [d for d in digests if d not in known]
+            for digest in digests:
+                if digest in known:
+                    yield digest, None
+            infos = await driver.stat_many([paths.blob_data(d) for d in unknown])
+            for digest, info in zip(unknown, infos, strict=True):
                 if info is not None and not info.is_dir:
                     yield digest, info
 

@@ -11,8 +11,9 @@ window, and erasing (a recursive delete) happens later, off the lock.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from storage import paths
@@ -21,7 +22,9 @@ from storage.driver import Busy, FileInfo, PathNotFound, StorageDriver
 from storage.gc import state, touch
 
 T = TypeVar("T")
-PARALLEL = 8  # stripes swept at once: the kernel's unlinks overlap (2.3x on 2 cores); more only adds GIL contention
+PARALLEL = (
+    16  # stripes swept at once, as many as the filesystem driver has removal threads: removals overlap in the kernel
+)
 LOCK_WAIT = 5.0  # a stripe held longer than this by requests is postponed, not waited for
 
 
@@ -29,6 +32,15 @@ LOCK_WAIT = 5.0  # a stripe held longer than this by requests is postponed, not 
 class Candidate:
     digest: Digest
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """A repository's revision the mark left, with the tags whose history names it."""
+
+    name: str
+    digest: Digest
+    tags: tuple[str, ...] = ()
 
 
 def old(info: FileInfo | None, cutoff_ns: int) -> bool:
@@ -47,6 +59,8 @@ async def by_stripe(
     stripes: dict[str, list[T]] = {}
     for item in items:
         stripes.setdefault(touch.stripe(digest(item)), []).append(item)
+    for group in stripes.values():
+        random.shuffle(group)
     busy: list[T] = []
     room = asyncio.Semaphore(PARALLEL)
 
@@ -70,13 +84,17 @@ class Trash:
         self.directory = paths.join(state.TRASH, str(t0_ns))
         self.erase = erase
 
-    async def put(self, digests: list[Digest]) -> Sequence[bool]:
-        """Move the blobs in (one round trip); whether each was there."""
+    async def put(self, digests: list[Digest], garbage: Sequence[str] = ()) -> Sequence[bool]:
+        """Move the blobs in, and delete the ``garbage`` paths (as ``delete_many``); whether each blob was there."""
         if self.erase:
-            await self.driver.delete_many([p for d in digests for p in (paths.blob_data(d), paths.blob_dir(d))])
+            blobs = [p for d in digests for p in (paths.blob_data(d), paths.blob_dir(d))]
+            await self.driver.delete_many([*blobs, *garbage])  # one round trip, removed in parallel
             return [True] * len(digests)
         pairs = [(paths.blob_dir(d), paths.join(self.directory, f"{d.algorithm}-{d.hex}")) for d in digests]
-        return await self.driver.move_many(pairs, durable=False)
+        moved = await self.driver.move_many(pairs, durable=False) if pairs else []
+        if garbage:
+            await self.driver.delete_many(garbage)
+        return moved
 
     async def empty(self, older_than_ns: int) -> int:
         """Erase the trash of runs that started before ``older_than_ns``; returns how many."""
@@ -95,40 +113,50 @@ class Trash:
         return erased
 
 
+@dataclass(slots=True)
+class Swept:
+    """What a blob sweep did."""
+
+    blobs: list[Candidate] = field(default_factory=list)  # moved to the trash (or erased)
+    postponed: int = 0  # touched since the cutoff, or their stripe stayed busy
+    links: list[Revision] = field(default_factory=list)  # layer links removed: their blob is not stored
+
+
 async def blobs(
-    driver: StorageDriver, candidates: list[Candidate], cutoff_ns: int, trash: Trash
-) -> tuple[list[Candidate], int]:
-    """Move the candidates that are still old into the trash; returns them, and how many were postponed."""
-    wanted = {c.digest: c for c in candidates}
-    swept: list[Candidate] = []
-    postponed = 0
+    driver: StorageDriver,
+    candidates: list[Candidate],
+    cutoff_ns: int,
+    trash: Trash,
+    orphans: Sequence[Revision] = (),
+) -> Swept:
+    """Move the candidates that are still old into the trash, and remove the ``orphans`` (layer links
+    nothing needs) whose blob is not stored once that is done, a stripe at a time: one lock, one stat
+    round trip and one removal round trip per stripe for both."""
+    done = Swept()
 
-    async def work(group: list[Digest]) -> None:
-        nonlocal postponed
-        found = await driver.stat_many([paths.blob_data(d) for d in group])
-        going = []
-        for digest, info in zip(group, found, strict=True):
+    async def work(group: list[Candidate | Revision]) -> None:
+        found = await driver.stat_many([paths.blob_data(item.digest) for item in group])
+        going: list[Candidate] = []
+        missing: set[Digest] = set()
+        for item, info in zip(group, found, strict=True):
             if info is None:
-                continue  # gone already
-            if old(info, cutoff_ns):
-                going.append(digest)
-            else:
-                postponed += 1
-        for digest, moved in zip(going, await trash.put(going), strict=True):
-            if moved:
-                swept.append(wanted[digest])
+                missing.add(item.digest)
+            elif isinstance(item, Candidate):
+                if old(info, cutoff_ns):
+                    going.append(item)
+                else:
+                    done.postponed += 1
+        # A link is dangling once its blob is gone: it was not stored, or it goes now.
+        dangling = missing | {c.digest for c in going}
+        links = [r for r in group if isinstance(r, Revision) and r.digest in dangling]
+        moved = await trash.put([c.digest for c in going], [p for r in links for p in _layer_link_dir(r)])
+        done.blobs += [c for c, there in zip(going, moved, strict=True) if there]
+        done.links += links
 
-    busy = await by_stripe(driver, wanted, lambda d: d, work)
-    return swept, postponed + len(busy)
-
-
-@dataclass(frozen=True, slots=True)
-class Revision:
-    """A repository's revision the mark left, with the tags whose history names it."""
-
-    name: str
-    digest: Digest
-    tags: tuple[str, ...] = ()
+    items: list[Candidate | Revision] = [*candidates, *orphans]
+    busy = await by_stripe(driver, items, lambda item: item.digest, work)
+    done.postponed += sum(1 for item in busy if isinstance(item, Candidate))
+    return done
 
 
 async def manifests(
@@ -163,17 +191,22 @@ async def manifests(
     return deleted
 
 
-async def dangling_links(driver: StorageDriver, found: list[Revision], *, layers: bool) -> list[Revision]:
-    """Remove the layer (or revision) links whose blob is not stored, checked under the lock."""
+async def dangling_revisions(driver: StorageDriver, found: list[Revision]) -> list[Revision]:
+    """Remove the revision links whose manifest is not stored, checked under the lock."""
     removed: list[Revision] = []
 
     async def work(group: list[Revision]) -> None:
         stats = await driver.stat_many([paths.blob_data(r.digest) for r in group])
         gone = [r for r, info in zip(group, stats, strict=True) if info is None]
-        base = paths.layers if layers else paths.manifest_revisions
-        directories = [paths.join(base(r.name), r.digest.algorithm, r.digest.hex) for r in gone]
+        directories = [paths.join(paths.manifest_revisions(r.name), r.digest.algorithm, r.digest.hex) for r in gone]
         await driver.delete_many([p for d in directories for p in (paths.join(d, "link"), d)])
         removed.extend(gone)
 
     await by_stripe(driver, found, lambda r: r.digest, work)
     return removed
+
+
+def _layer_link_dir(link: Revision) -> tuple[str, str]:
+    """A layer link file and its directory, in the order delete_many removes them fastest."""
+    directory = paths.join(paths.layers(link.name), link.digest.algorithm, link.digest.hex)
+    return paths.join(directory, "link"), directory

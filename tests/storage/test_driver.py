@@ -88,6 +88,20 @@ async def test_move_many_and_delete_many_take_what_is_there(driver: StorageDrive
     assert await driver.stat_many(["t/a/data", "t/b", "m/c/x/y"]) == [None, None, None]
 
 
+async def test_delete_many_removes_a_long_list_of_files_and_their_directories(driver: StorageDriver) -> None:
+    # Enough for the filesystem driver to split the list among its removal threads.
+    kept = [f"g/{i % 5}/{i}/data" for i in range(0, 600, 7)]
+    going = [f"g/{i % 5}/{i}" for i in range(600) if i % 7]
+    for i in range(600):
+        await driver.put_content(f"g/{i % 5}/{i}/data", b"x", durable=False)
+    await driver.delete_many([p for d in going for p in (f"{d}/data", d)] + ["g/none/data", "g/none"])
+    assert sorted([info.path async for info in driver.walk("g")]) == sorted(kept)
+    for directory in sorted({d.rsplit("/", 1)[0] for d in going}):
+        assert sorted(await driver.list(directory)) == sorted(
+            p.split("/")[2] for p in kept if p.startswith(f"{directory}/")
+        )
+
+
 async def test_walk_yields_every_file(driver: StorageDriver) -> None:
     expected = sorted(f"w/{i % 7}/{i}" for i in range(1100))  # more than one batch
     for path in expected:
