@@ -15,7 +15,7 @@ import re
 import httpx
 import pytest
 
-from tests.e2e.servers import eventually, free_port, kura_argv, running
+from tests.e2e.servers import Listener, eventually, kura_argv, running
 
 pytestmark = pytest.mark.e2e
 
@@ -25,9 +25,9 @@ def _value(text: str, sample: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def test_server_collections_feed_the_gc_metrics(tmp_path: object) -> None:
+def test_server_collections_feed_the_gc_metrics(tmp_path: object, listener: Listener, debug_listener: Listener) -> None:
     root = os.path.join(str(tmp_path), "root")
-    port, debug = free_port(), free_port()
+    port, debug = listener.port, debug_listener.port
     env = dict(
         os.environ,
         TMPDIR=str(tmp_path),
@@ -40,7 +40,8 @@ def test_server_collections_feed_the_gc_metrics(tmp_path: object) -> None:
     log = os.path.join(str(tmp_path), "kura.log")
     garbage = os.urandom(4321)
     digest = "sha256:" + hashlib.sha256(garbage).hexdigest()
-    with running(kura_argv(root, port, "--workers", "2"), f"http://127.0.0.1:{port}", log, env) as url:
+    argv = kura_argv(root, listener, "--workers", "2", debug=debug_listener)
+    with running(argv, f"http://127.0.0.1:{port}", log, env) as url:
         with httpx.Client(base_url=url, timeout=30) as client:
             r = client.post("/v2/gc/metrics/blobs/uploads/")
             assert r.status_code == 202, r.text
