@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from storage import Registry
 
-_BATCH = 1000
+_BATCH = 1000  # repositories read per step, at most
 
 
 async def visible_page(
@@ -14,8 +14,10 @@ async def visible_page(
 ) -> tuple[list[str], bool]:
     """Up to ``limit`` visible repositories after ``after``, and whether more visible ones follow."""
     found: list[str] = []
+    batch = min(limit + 1, _BATCH)  # enough when nothing is filtered out; grows while ``sees`` drops names
     while True:
-        page, more = await registry.list_repositories(_BATCH, after)
+        page, more = await registry.list_repositories(batch, after)
+        batch = min(batch * 4, _BATCH)
         for repository in page:
             if sees(repository):
                 if len(found) == limit:

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.auth.catalog import visible_page
 from app.images import explain
 from app.ui.render import natural
 from app.ui.visit import Visit
@@ -15,7 +16,6 @@ from storage import browse, mediatypes
 REPOSITORIES_PAGE = 50
 TAGS_PAGE = 100
 STORAGE_ROWS = 200
-BATCH = 1000  # repositories read per catalog step while filtering, at most
 REFERRER_DEPTH = 4  # a signature of an SBOM of an image is depth 2; deeper chains are cut
 CONFIG_SHOWN = 64 * 1024
 _PAGE = re.compile(r"[0-9]{1,6}")
@@ -27,23 +27,6 @@ def _page_number(visit: Visit) -> int:
     return max(1, int(value)) if _PAGE.fullmatch(value) else 1
 
 
-async def _visible(visit: Visit, query: str, after: str | None, limit: int) -> tuple[list[str], bool]:
-    """Up to ``limit`` repositories the viewer may pull, matching ``query``, after ``after``."""
-    found: list[str] = []
-    batch = limit + 1  # enough when nothing is filtered out; grows while filters drop names
-    while True:
-        names, more = await visit.registry.list_repositories(batch, after)
-        batch = min(batch * 4, BATCH)
-        for name in names:
-            if query in name and visit.viewer.sees(name):
-                if len(found) == limit:
-                    return found, True
-                found.append(name)
-        if not more or not names:
-            return found, False
-        after = names[-1]
-
-
 def _namespace(name: str) -> str:
     return name.rpartition("/")[0]
 
@@ -52,7 +35,11 @@ async def repositories(visit: Visit) -> Any:
     params = visit.request.query_params
     query = params.get("q", "").strip().lower()
     after = params.get("after") or None
-    names, more = await _visible(visit, query, after, REPOSITORIES_PAGE)
+
+    def wanted(name: str) -> bool:
+        return query in name and visit.viewer.sees(name)
+
+    names, more = await visible_page(visit.registry, wanted, REPOSITORIES_PAGE, after)
     groups: dict[str, list[browse.RepositorySummary]] = {}
     for name in names:
         groups.setdefault(_namespace(name), []).append(await browse.summary(visit.registry, name, visit.site.sizes))
