@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from storage import paths
-from storage.driver import PathNotFound
+from storage.driver import PathNotFound, StorageDriver
 from storage.registry import Registry
 
 SIZE = 32
@@ -19,22 +19,23 @@ def _path(name: str) -> str:
     return paths.join(paths.KURA, "secrets", name)
 
 
+async def _stored(driver: StorageDriver, path: str) -> bytes | None:
+    """The secret at ``path`` when a whole one is there."""
+    try:
+        found = await driver.get_content(path, SIZE)
+    except PathNotFound:
+        return None
+    return found if len(found) == SIZE else None
+
+
 async def secret(registry: Registry, name: str) -> bytes:
     driver = registry.driver
     path = _path(name)
-    try:
-        found = await driver.get_content(path, SIZE)
-        if len(found) == SIZE:
-            return found
-    except PathNotFound:
-        pass
+    if (found := await _stored(driver, path)) is not None:
+        return found
     async with driver.lock(f"{path}.lock", wait=10.0, create=True):
-        try:
-            found = await driver.get_content(path, SIZE)
-            if len(found) == SIZE:
-                return found
-        except PathNotFound:
-            pass
+        if (found := await _stored(driver, path)) is not None:
+            return found  # another worker made it while we waited
         key = os.urandom(SIZE)
         await driver.put_content(path, key)
         return key
