@@ -137,9 +137,18 @@ class Uploads:
         # registry:2 format: RFC 3339 in UTC, second precision; read back by upload purging. Not
         # durable: an upload torn by a crash is simply started again by its client.
         started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ").encode("ascii")
-        await self._driver.put_content(paths.upload_started_at(name, upload_id), started, durable=False)
-        file = await self._driver.writer(paths.upload_data(name, upload_id), create=True)
-        await file.close()
+        # Written in place, not replaced atomically: nobody knows the id yet, and purging reads a
+        # torn ``startedat`` as none (the upload then counts from its newest file).
+        for path, content in (
+            (paths.upload_started_at(name, upload_id), started),
+            (paths.upload_data(name, upload_id), b""),
+        ):
+            file = await self._driver.writer(path, create=True)
+            try:
+                if content:
+                    await file.write([content])
+            finally:
+                await file.close()
         return upload_id
 
     async def size(self, name: Name, upload_id: str) -> int:
@@ -242,6 +251,7 @@ class Uploads:
         data = paths.upload_data(name, upload_id)
         file = await self._open(name, upload_id)
         try:
+            before = file.size
             if chunks is not None:
                 await self._append_held(file, upload_id, chunks, start, length, digest.algorithm)
             running = self._hashers.pop(upload_id)
@@ -251,7 +261,7 @@ class Uploads:
                 actual = await self._hash_stored(data, digest.algorithm)
             matches = actual == digest.hex
             if matches:
-                await self._store(file, digest)
+                await self._store(file, digest, written_now=file.size > before)
             size = file.size
         finally:
             await file.close()
@@ -264,7 +274,7 @@ class Uploads:
         await blobs.link(self._driver, name, digest)
         return BlobInfo(digest, size)
 
-    async def _store(self, file: FileWriter, digest: Digest) -> None:
+    async def _store(self, file: FileWriter, digest: Digest, *, written_now: bool) -> None:
         """Move the upload into ``blobs/`` unless the blob is stored; then it is touched instead (a
         dedup commit of an old blob is the race garbage collectors lost, operations.md §1.1). Both
         happen under the blob's shared stripe, so the collector cannot remove the blob in between."""
@@ -272,8 +282,9 @@ class Uploads:
             found = await blobs.stored(self._driver, digest)
             if found is None:
                 await file.commit(move_to=paths.blob_data(digest))  # fsync and move: one round trip
-                # The data's mtime is its last append, maybe long ago for a paused upload.
-                await self._observer.touch_held(digest)
+                if not written_now:  # else the append just now set the mtime the collector trusts
+                    # The data's mtime is its last append, maybe long ago for a paused upload.
+                    await self._observer.touch_held(digest)
             elif not self._observer.fresh(found):
                 await self._observer.touch_held(digest)
 
@@ -289,10 +300,16 @@ class Uploads:
         return hasher.hexdigest()
 
     async def _remove(self, name: Name, upload_id: str) -> None:
-        try:
-            await self.cancel(name, upload_id)
-        except UploadUnknown:
-            pass  # already gone: another commit or cancel finished first
+        """Drop an upload that is done with (committed, or refused for its digest): garbage no request
+        writes any more, so it is removed in place, files first (a third of ``delete``'s syscalls)."""
+        self._hashers.pop(upload_id)
+        await self._driver.delete_many(
+            [
+                paths.upload_data(name, upload_id),
+                paths.upload_started_at(name, upload_id),
+                paths.upload(name, upload_id),
+            ]
+        )
 
     async def cancel(self, name: Name, upload_id: str) -> None:
         self._hashers.pop(upload_id)

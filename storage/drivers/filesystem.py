@@ -167,7 +167,7 @@ class FilesystemDriver:
             try:
                 fd = os.open(full, flags, 0o644)
             except FileNotFoundError:
-                os.makedirs(os.path.dirname(full), exist_ok=True)
+                _make_directory(os.path.dirname(full))
                 fd = os.open(full, flags, 0o644)
             try:
                 _lock_fd(fd, path, shared=False)  # O_EXCL made it just now: nothing moved it since
@@ -181,8 +181,7 @@ class FilesystemDriver:
             raise PathNotFound(path) from None
         try:
             _lock_fd(fd, path, shared=False)
-            _same_file(fd, full, path)
-            return FileWriter(fd, os.fstat(fd).st_size, self, path)
+            return FileWriter(fd, _same_file(fd, full, path).st_size, self, path)
         except BaseException:
             os.close(fd)
             raise
@@ -370,20 +369,10 @@ class FilesystemDriver:
         except _MISSING:
             if not create:
                 raise PathNotFound(path) from None
-            os.makedirs(os.path.dirname(full), exist_ok=True)
+            _make_directory(os.path.dirname(full))
             fd = os.open(full, os.O_RDONLY | os.O_CREAT, 0o644)
         try:
-            deadline = time.monotonic() + wait
-            delay = 0.002
-            while True:
-                try:
-                    _lock_fd(fd, path, shared=shared)
-                    break
-                except Busy:
-                    if time.monotonic() >= deadline:
-                        raise
-                    await asyncio.sleep(delay)  # flock would block a thread; poll instead
-                    delay = min(delay * 2, 0.05)
+            await _acquire(fd, path, shared=shared, wait=wait)
             _same_file(fd, full, path)
             yield
         finally:
@@ -548,7 +537,7 @@ def _flush_and_close(fd: int) -> None:
 def _replace(source: str, target: str) -> None:
     """``os.replace``, creating the target's directory (again, if a racing delete removed it)."""
     for _ in range(8):
-        os.makedirs(os.path.dirname(target), exist_ok=True)
+        _make_directory(os.path.dirname(target))
         try:
             os.replace(source, target)
             return
@@ -556,6 +545,17 @@ def _replace(source: str, target: str) -> None:
             if not os.path.exists(source):
                 raise
     os.replace(source, target)
+
+
+def _make_directory(path: str) -> None:
+    """``os.makedirs(path, exist_ok=True)`` in one syscall when the parent is there (os.makedirs takes
+    two or three): it runs before every rename into the tree."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        pass  # a file of that name makes the caller's next step fail, as makedirs would
+    except FileNotFoundError:
+        os.makedirs(path, exist_ok=True)
 
 
 def _remove_directory(path: str) -> None:
@@ -624,8 +624,24 @@ def _lock_fd(fd: int, path: str, *, shared: bool) -> None:
         raise
 
 
-def _same_file(fd: int, full: str, path: str) -> None:
-    """After a lock is had: the path must still name the locked file (it may have been moved)."""
+async def _acquire(fd: int, path: str, *, shared: bool, wait: float) -> None:
+    """``flock`` within ``wait`` seconds, else ``Busy``."""
+    deadline = time.monotonic() + wait
+    delay = 0.002
+    while True:
+        try:
+            _lock_fd(fd, path, shared=shared)
+            return
+        except Busy:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(delay)  # flock would block a thread; poll instead
+            delay = min(delay * 2, 0.05)
+
+
+def _same_file(fd: int, full: str, path: str) -> os.stat_result:
+    """After a lock is had: the path must still name the locked file (it may have been moved).
+    The held file's stat, for its size."""
     try:
         named = os.stat(full)
     except _MISSING:
@@ -633,6 +649,7 @@ def _same_file(fd: int, full: str, path: str) -> None:
     held = os.fstat(fd)
     if (named.st_dev, named.st_ino) != (held.st_dev, held.st_ino):
         raise PathNotFound(path)
+    return held
 
 
 def _stat(full: str, path: str) -> FileInfo | None:

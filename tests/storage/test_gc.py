@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -288,3 +289,34 @@ async def test_grace_never_shorter_than_twice_a_servers_touch_interval(
     assert report.grace == 300 and report.blobs_deleted == 0
     report = await collect(driver, grace=10, offline=True)  # a stopped registry: no floor
     assert report.blobs_deleted == 1
+
+
+@pytest.mark.parametrize("last_chunk", [b"", b"tail"], ids=["put-without-body", "put-with-last-chunk"])
+async def test_a_blob_committed_after_a_long_pause_survives_a_sweep_before_its_link(
+    driver: StorageDriver, last_chunk: bytes
+) -> None:
+    """An upload paused for longer than the grace period: its data is old when the PUT moves it into
+    ``blobs/``. A collection between that move and the repository's link must find it fresh (touched,
+    or written just now by the last chunk): the client is about to be told 201."""
+    swept_between = False
+
+    class Racing:
+        def __getattr__(self, name: str) -> object:
+            return getattr(driver, name)
+
+        async def put_content(self, path: str, data: bytes, **kwargs: object) -> None:
+            nonlocal swept_between
+            if "/_layers/" in path and not swept_between:
+                swept_between = True
+                await collect(driver)
+            await driver.put_content(path, data, **kwargs)  # type: ignore[arg-type]
+
+    registry = Registry(Racing())  # type: ignore[arg-type]
+    data = b"paused upload " * 100
+    upload = await registry.start_upload("r/paused")
+    await registry.append_upload("r/paused", upload, _body(data))
+    age(driver, 2 * HOUR)
+    digest = f"sha256:{hashlib.sha256(data + last_chunk).hexdigest()}"
+    await registry.commit_upload("r/paused", upload, digest, _body(last_chunk) if last_chunk else None)
+    assert swept_between
+    assert await blob_ok(registry, "r/paused", digest)
