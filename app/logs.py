@@ -14,6 +14,7 @@ import asyncio
 import atexit
 import json
 import logging
+import math
 import re
 import sys
 from collections.abc import Mapping
@@ -54,16 +55,55 @@ class Formatter(logging.Formatter):
 
     def line(self, created: float, level: str, message: str, fields: Mapping[str, Any]) -> str:
         """The line of a record made at ``created`` (seconds since the epoch) with these fields."""
-        when = datetime.fromtimestamp(created, UTC).isoformat().replace("+00:00", "Z")
+        when = timestamp(created)
         fields = {**self.fields, **fields}
         if self.style == "json":
             return json.dumps({**fields, "level": level, "msg": message, "time": when}, default=str)
         if self.style == "logstash":
             document = {**fields, "@timestamp": when, "@version": "1", "level": level, "message": message}
             return json.dumps(document, default=str)
-        pairs = [f"time={_text(when)}", f"level={level}", f"msg={_text(message)}"]
-        pairs += [f"{key}={_text(value)}" for key, value in sorted(fields.items())]
-        return " ".join(pairs)
+        # Keys sorted, as logrus writes them; the time is always bare (digits, "-", ":", ".", "T", "Z").
+        parts = [f"time={when} level={level} msg={_text(message)}"]
+        for key, prefix in _sorted_keys(tuple(fields)):
+            parts.append(prefix)
+            parts.append(_text(fields[key]))
+        return "".join(parts)
+
+
+# Each set of field names sorted once, with its " key=" prefixes: a format keeps meeting the same few.
+_ORDERS: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+_ORDERS_MAX = 256
+
+
+def _sorted_keys(keys: tuple[str, ...]) -> list[tuple[str, str]]:
+    order = _ORDERS.get(keys)
+    if order is None:
+        if len(_ORDERS) >= _ORDERS_MAX:
+            _ORDERS.clear()
+        order = _ORDERS[keys] = [(key, f" {key}=") for key in sorted(keys)]
+    return order
+
+
+_SECOND: list[tuple[int, str]] = [(-1, "")]  # the last whole second formatted, and its text
+
+
+def timestamp(created: float) -> str:
+    """``datetime.fromtimestamp(created, UTC).isoformat()`` with ``Z`` for ``+00:00``, its whole second
+    formatted once: microseconds rounded half to even as datetime rounds them, none shown when zero."""
+    fraction, whole = math.modf(created)
+    micro = round(fraction * 1e6)
+    if micro >= 1_000_000:
+        micro -= 1_000_000
+        whole += 1.0
+    elif micro < 0:  # before 1970: modf's parts are both negative
+        micro += 1_000_000
+        whole -= 1.0
+    second = int(whole)
+    last, text = _SECOND[0]
+    if second != last:
+        text = datetime.fromtimestamp(second, UTC).isoformat().removesuffix("+00:00")
+        _SECOND[0] = (second, text)
+    return f"{text}.{micro:06d}Z" if micro else f"{text}Z"
 
 
 class Handler(logging.StreamHandler):  # type: ignore[type-arg]  # typeshed's is generic over the stream
