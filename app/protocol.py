@@ -8,7 +8,9 @@ past 1 MiB (``DefaultMaxHeaderBytes``) with a 431. Here what is not body is coun
 same way): once more than ``MAX_HEAD`` bytes of it came without its end, a head gets a 431 and
 trailers a closed connection. A head may end within the read that crosses the limit (a read is at
 most 256 KiB). A head not complete ``HEAD_TIMEOUT`` seconds after its first byte, or after the
-connection opened, ends the connection.
+connection opened, ends the connection. One timer per connection checks that, re-armed only when it
+finds a head still coming: a timer started and cancelled for every request cost more than the rest
+of this class.
 
 A body itself streams under uvicorn's own flow control. The request cycles are uvicorn's own class,
 so ``app.zerocopy`` still recognises them.
@@ -41,7 +43,8 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         # Bytes read since the last complete part (head, chunk) that were not body: a head, a chunk-size
         # line, trailers. httptools holds a header (or trailer) in memory until its line ends.
         self.framing = 0
-        self.head_deadline: asyncio.TimerHandle | None = None
+        self.head_began: float | None = None  # loop time the head being read began; None between heads
+        self.head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -49,10 +52,13 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_clock()
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self.in_head and self.head_deadline is None:
+        if self.in_head and self.head_began is None:
             self._start_clock()
         self.framing += len(data)
         super().data_received(data)
@@ -78,16 +84,22 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self.framing = 0
 
     def _start_clock(self) -> None:
-        self._stop_clock()
-        self.head_deadline = self.loop.call_later(HEAD_TIMEOUT, self._head_timed_out)
+        self.head_began = self.loop.time()
+        if self.head_timer is None:
+            self.head_timer = self.loop.call_later(HEAD_TIMEOUT, self._check_head)
 
     def _stop_clock(self) -> None:
-        if self.head_deadline is not None:
-            self.head_deadline.cancel()
-            self.head_deadline = None
+        self.head_began = None  # a pending check finds no head and lapses
 
-    def _head_timed_out(self) -> None:
-        self.head_deadline = None
+    def _check_head(self) -> None:
+        self.head_timer = None
+        if self.head_began is None:
+            return
+        left = self.head_began + HEAD_TIMEOUT - self.loop.time()
+        if left > 0:  # a later head than the one this check was set for
+            self.head_timer = self.loop.call_later(left, self._check_head)
+            return
+        self.head_began = None
         if not self.transport.is_closing():
             self.logger.warning("Request head not received within %g s: connection closed.", HEAD_TIMEOUT)
             self.transport.close()
