@@ -8,9 +8,13 @@ past 1 MiB (``DefaultMaxHeaderBytes``) with a 431. Here what is not body is coun
 same way): once more than ``MAX_HEAD`` bytes of it came without its end, a head gets a 431 and
 trailers a closed connection. A head may end within the read that crosses the limit (a read is at
 most 256 KiB). A head not complete ``HEAD_TIMEOUT`` seconds after its first byte, or after the
-connection opened, ends the connection. One timer per connection checks that, re-armed only when it
-finds a head still coming: a timer started and cancelled for every request cost more than the rest
-of this class.
+connection opened, ends the connection.
+
+Timers: uvicorn starts and cancels a keep-alive timer around every request, and a bounded head would
+add one more; in uvloop each pair costs more than the rest of this class. Here each connection has
+at most one timer per bound (head, keep-alive), which marks nothing per request: when it fires it
+looks at when the current head began (or the connection went idle) and closes, lapses, or re-arms
+for what is left. Deadlines are the same as with a timer per request.
 
 A body itself streams under uvicorn's own flow control. The request cycles are uvicorn's own class,
 so ``app.zerocopy`` still recognises them.
@@ -45,6 +49,8 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self.framing = 0
         self.head_began: float | None = None  # loop time the head being read began; None between heads
         self.head_timer: asyncio.TimerHandle | None = None
+        self.idle_since: float | None = None  # loop time the last response ended with nothing to do since
+        self.idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -52,9 +58,10 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_clock()
-        if self.head_timer is not None:
-            self.head_timer.cancel()
-            self.head_timer = None
+        for timer in (self.head_timer, self.idle_timer):
+            if timer is not None:
+                timer.cancel()
+        self.head_timer = self.idle_timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -82,6 +89,36 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self.in_head = True  # what follows is the next request's head
         self.framing = 0
+
+    def on_response_complete(self) -> None:
+        """uvicorn's (0.54), with its keep-alive timer armed as this class arms timers."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._unset_keepalive_if_required()
+        self.flow.resume_reading()
+        if self.pipeline:  # a pipelined request waits: start it
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self.idle_since = self.loop.time()
+        if self.idle_timer is None:
+            self.idle_timer = self.loop.call_later(self.timeout_keep_alive, self._check_idle)
+
+    def _unset_keepalive_if_required(self) -> None:
+        # uvicorn calls this on every read and at every response's end
+        self.idle_since = None  # a pending check finds the connection busy and lapses
+
+    def _check_idle(self) -> None:
+        self.idle_timer = None
+        if self.idle_since is None:
+            return
+        left = self.idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:  # idle again since a later response
+            self.idle_timer = self.loop.call_later(left, self._check_idle)
+            return
+        self.idle_since = None
+        self.timeout_keep_alive_handler()
 
     def _start_clock(self) -> None:
         self.head_began = self.loop.time()
