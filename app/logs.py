@@ -123,18 +123,22 @@ class Handler(logging.StreamHandler):  # type: ignore[type-arg]  # typeshed's is
         self.waiting: list[str] = []
 
     def later(self, line: str) -> None:
-        self.waiting.append(line + self.terminator)
-        if len(self.waiting) == 1:
+        with self.lock:  # type: ignore[union-attr]  # a handler's lock exists once it is constructed
+            self.waiting.append(line + self.terminator)
+            first = len(self.waiting) == 1
+        if first:
             try:
                 asyncio.get_running_loop().call_soon(self.flush_waiting)
             except RuntimeError:  # no event loop to wait for: now
                 self.flush_waiting()
 
     def flush_waiting(self) -> None:
-        if not self.waiting:
-            return
-        lines, self.waiting = self.waiting, []
-        with self.lock:  # type: ignore[union-attr]  # a handler's lock exists once it is constructed
+        # Under the lock throughout: a record emitted by another thread takes its turn, and no line
+        # is added to a batch already written.
+        with self.lock:  # type: ignore[union-attr]
+            if not self.waiting:
+                return
+            lines, self.waiting = self.waiting, []
             try:
                 self.stream.write("".join(lines))
                 self.flush()

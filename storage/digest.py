@@ -16,7 +16,7 @@ _ENCODED = {"sha256": re.compile(r"[a-f0-9]{64}"), "sha512": re.compile(r"[a-f0-
 CANONICAL = "sha256"
 # Digests parsed lately, by their text: the same few are parsed on every pull (a tag's link, a HEAD's path).
 _PARSED: dict[str, Digest] = {}
-_PARSED_MAX = 4096
+_PARSED_MAX = 1024
 
 
 class Hasher(Protocol):
