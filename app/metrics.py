@@ -144,9 +144,16 @@ notification_dropped = Counter(
 )
 
 
+# labelled children, looked up once: labels() takes a lock and validates, for every storage call
+_STORAGE_ACTIONS: dict[tuple[str, str], Histogram] = {}
+
+
 def observe_storage_action(driver: str, action: str, seconds: float) -> None:
     """One storage driver call (``GetContent``, ``PutContent``, ``Stat``, ``List``, ``Move``, ``Delete``, ...)."""
-    storage_action.labels(driver, action).observe(seconds)
+    child = _STORAGE_ACTIONS.get((driver, action))
+    if child is None:
+        child = _STORAGE_ACTIONS[driver, action] = storage_action.labels(driver, action)
+    child.observe(seconds)
 
 
 def count_auth_failure(reason: str) -> None:

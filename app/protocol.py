@@ -10,6 +10,12 @@ trailers a closed connection. A head may end within the read that crosses the li
 most 256 KiB). A head not complete ``HEAD_TIMEOUT`` seconds after its first byte, or after the
 connection opened, ends the connection.
 
+Timers: uvicorn starts and cancels a keep-alive timer around every request, and a bounded head would
+add one more; in uvloop each pair costs more than the rest of this class. Here each connection has
+at most one timer per bound (head, keep-alive), which marks nothing per request: when it fires it
+looks at when the current head began (or the connection went idle) and closes, lapses, or re-arms
+for what is left. Deadlines are the same as with a timer per request.
+
 A body itself streams under uvicorn's own flow control. The request cycles are uvicorn's own class,
 so ``app.zerocopy`` still recognises them.
 """
@@ -41,7 +47,10 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         # Bytes read since the last complete part (head, chunk) that were not body: a head, a chunk-size
         # line, trailers. httptools holds a header (or trailer) in memory until its line ends.
         self.framing = 0
-        self.head_deadline: asyncio.TimerHandle | None = None
+        self.head_began: float | None = None  # loop time the head being read began; None between heads
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.idle_since: float | None = None  # loop time the last response ended with nothing to do since
+        self.idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -49,10 +58,14 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_clock()
+        for timer in (self.head_timer, self.idle_timer):
+            if timer is not None:
+                timer.cancel()
+        self.head_timer = self.idle_timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self.in_head and self.head_deadline is None:
+        if self.in_head and self.head_began is None:
             self._start_clock()
         self.framing += len(data)
         super().data_received(data)
@@ -77,17 +90,53 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self.in_head = True  # what follows is the next request's head
         self.framing = 0
 
+    def on_response_complete(self) -> None:
+        """uvicorn's (0.54), with its keep-alive timer armed as this class arms timers."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._unset_keepalive_if_required()
+        self.flow.resume_reading()
+        if self.pipeline:  # a pipelined request waits: start it
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self.idle_since = self.loop.time()
+        if self.idle_timer is None:
+            self.idle_timer = self.loop.call_later(self.timeout_keep_alive, self._check_idle)
+
+    def _unset_keepalive_if_required(self) -> None:
+        # uvicorn calls this on every read and at every response's end
+        self.idle_since = None  # a pending check finds the connection busy and lapses
+
+    def _check_idle(self) -> None:
+        self.idle_timer = None
+        if self.idle_since is None:
+            return
+        left = self.idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:  # idle again since a later response
+            self.idle_timer = self.loop.call_later(left, self._check_idle)
+            return
+        self.idle_since = None
+        self.timeout_keep_alive_handler()
+
     def _start_clock(self) -> None:
-        self._stop_clock()
-        self.head_deadline = self.loop.call_later(HEAD_TIMEOUT, self._head_timed_out)
+        self.head_began = self.loop.time()
+        if self.head_timer is None:
+            self.head_timer = self.loop.call_later(HEAD_TIMEOUT, self._check_head)
 
     def _stop_clock(self) -> None:
-        if self.head_deadline is not None:
-            self.head_deadline.cancel()
-            self.head_deadline = None
+        self.head_began = None  # a pending check finds no head and lapses
 
-    def _head_timed_out(self) -> None:
-        self.head_deadline = None
+    def _check_head(self) -> None:
+        self.head_timer = None
+        if self.head_began is None:
+            return
+        left = self.head_began + HEAD_TIMEOUT - self.loop.time()
+        if left > 0:  # a later head than the one this check was set for
+            self.head_timer = self.loop.call_later(left, self._check_head)
+            return
+        self.head_began = None
         if not self.transport.is_closing():
             self.logger.warning("Request head not received within %g s: connection closed.", HEAD_TIMEOUT)
             self.transport.close()

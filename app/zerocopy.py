@@ -133,11 +133,18 @@ class ZeroCopySend:
             raise
 
 
+_CYCLE_ATTRIBUTES = ("transport", "expected_content_length", "chunked_encoding", "response_started", "disconnected")
+_CYCLE_TYPES: dict[type, bool] = {}  # per class: its __init__ sets these on every cycle it makes
+
+
 def _is_httptools_cycle(cycle: object) -> bool:
-    return type(cycle).__module__ == _HTTPTOOLS_CYCLE and all(
-        hasattr(cycle, name)
-        for name in ("transport", "expected_content_length", "chunked_encoding", "response_started", "disconnected")
-    )
+    kind = type(cycle)
+    known = _CYCLE_TYPES.get(kind)
+    if known is None:
+        known = kind.__module__ == _HTTPTOOLS_CYCLE and all(hasattr(cycle, name) for name in _CYCLE_ATTRIBUTES)
+        if known or kind.__module__ != _HTTPTOOLS_CYCLE:  # a cycle that lacks one may be half made: ask again
+            _CYCLE_TYPES[kind] = known
+    return known
 
 
 def _sendfile_and_close(sock: int, fd: int, offset: int, count: int) -> int:

@@ -14,6 +14,9 @@ _GRAMMAR = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 # Registered algorithms and the exact form of their encoded part (lower-case hex, fixed length).
 _ENCODED = {"sha256": re.compile(r"[a-f0-9]{64}"), "sha512": re.compile(r"[a-f0-9]{128}")}
 CANONICAL = "sha256"
+# Digests parsed lately, by their text: the same few are parsed on every pull (a tag's link, a HEAD's path).
+_PARSED: dict[str, Digest] = {}
+_PARSED_MAX = 1024
 
 
 class Hasher(Protocol):
@@ -36,6 +39,17 @@ class Digest:
         An algorithm we do not know is a bad digest, as registry:2 answers it: 400, not 405 (which would
         say the method is refused).
         """
+        found = _PARSED.get(text)
+        if found is not None:
+            return found
+        found = cls._parse(text)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[text] = found
+        return found
+
+    @classmethod
+    def _parse(cls, text: str) -> Digest:
         if not _GRAMMAR.fullmatch(text):
             raise DigestInvalid("invalid digest", {"digest": text[:200]})
         algorithm, encoded = text.split(":", 1)

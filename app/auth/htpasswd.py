@@ -1,6 +1,7 @@
 """Accounts in an Apache htpasswd file, checked as registry:2 checks them (bcrypt entries only).
 
-registry:2 stats the file on every request and re-reads it when it changed; so does this. It pays
+registry:2 stats the file on every request and re-reads it when it changed; so does this, once per
+turn of the event loop at most (the requests answered in one turn share one look at it). It pays
 bcrypt (~0.1 s of CPU at cost 10) on every request; this remembers a verified password for a short
 time instead, keyed by a keyed BLAKE2b hash (per-process key), so no password is ever held in memory.
 """
@@ -55,6 +56,7 @@ class Htpasswd:
         self.generation = 0  # bumped on every reload; a check started before one is not cached
         self._key = os.urandom(32)
         self._verified: collections.OrderedDict[bytes, float] = collections.OrderedDict()
+        self._looked = False  # refreshed during this turn of the event loop
         if not self.refresh():
             raise OSError(f"cannot read the htpasswd file {path}")
 
@@ -129,6 +131,9 @@ class Htpasswd:
         while len(self._verified) > CACHE_SIZE:
             self._verified.popitem(last=False)
 
+    def _look_again(self) -> None:
+        self._looked = False
+
     def check(self, user: str, password: str) -> bool:
         """The bcrypt comparison itself (slow: call it off the event loop)."""
         entry = self._entries.get(user)
@@ -144,7 +149,10 @@ class Htpasswd:
 
     async def verify(self, user: str, password: str) -> bool:
         """Whether the password is the user's: from the cache, else by bcrypt in a thread."""
-        self.refresh()
+        if not self._looked:
+            self.refresh()
+            self._looked = True
+            asyncio.get_running_loop().call_soon(self._look_again)
         if self.cached(user, password):
             return True
         generation = self.generation

@@ -7,6 +7,7 @@ import contextlib
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -17,14 +18,14 @@ from tests.e2e.servers import eventually
 
 
 @contextlib.contextmanager
-def serving(app: ASGIApp, settings: Settings) -> Iterator[tuple[str, int]]:
-    """Serve ``app`` with the options ``kura serve`` gives uvicorn; yield its (host, port).
+def serving(app: ASGIApp, settings: Settings, **options: Any) -> Iterator[tuple[str, int]]:
+    """Serve ``app`` with the options ``kura serve`` gives uvicorn (and ``options``); yield its (host, port).
 
     uvicorn configures no logging here (``log_config=None``): its records reach pytest's caplog.
     """
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, loop="uvloop", **uvicorn_options(settings))  # log_config=None among them
+    config = uvicorn.Config(app, loop="uvloop", **(uvicorn_options(settings) | options))  # log_config=None
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
     thread.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -53,6 +54,17 @@ def test_reload_on_change_drops_the_cache(tmp_path: Path) -> None:
     users.refresh()
     assert not users.cached("alice", "old")
     assert users.check("alice", "new") and not users.check("alice", "old")
+
+
+async def test_requests_see_a_changed_file_from_the_next_turn_of_the_loop(tmp_path: Path) -> None:
+    """The file is looked at once per event-loop turn: a change shows in the very next one."""
+    path = htpasswd(str(tmp_path / "h"), {"alice": "old"})
+    users = Htpasswd(path, cache_ttl=60)
+    assert await users.verify("alice", "old")
+    htpasswd(path, {"alice": "new"})
+    await asyncio.sleep(0)
+    assert not await users.verify("alice", "old")
+    assert await users.verify("alice", "new")
 
 
 def test_cache_expires_and_is_bounded(tmp_path: Path) -> None:

@@ -101,6 +101,7 @@ async def _both_paths(
 ) -> tuple[list[Exchange], list[Exchange], int]:
     """The answers with the hot routes, without them, and how many requests the hot routes served."""
     caplog.set_level(logging.INFO, logger="kura.access")
+    caplog.clear()  # the lines of the set-up's requests, when an earlier test left the access log at INFO
     calls: list[str] = []
     real = HotRoutes.match
 

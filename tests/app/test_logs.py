@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -93,3 +95,19 @@ class TestLevels:
         assert (s.log.formatter, s.log.fields) == ("logstash", {"service": "registry"})
         with pytest.raises(ConfigError, match=r"log\.formatter"):
             load(None, environ={"REGISTRY_LOG_FORMATTER": "xml"})
+
+
+class TestTimestamp:
+    @pytest.mark.parametrize(
+        "created",
+        [0.0, 0.5, 1e9, 1e9 + 0.9999996, 1e9 + 0.0000004, 1e9 + 0.0000005, 1e9 + 0.0000015, 1e9 + 0.9999995, -0.5],
+    )
+    def test_rounding_at_the_edges_is_datetimes(self, created: float) -> None:
+        """Half to even, a carry into the next second, no fraction at all when it rounds to zero."""
+        assert logs.timestamp(created) == datetime.fromtimestamp(created, UTC).isoformat().replace("+00:00", "Z")
+
+    def test_many_times_are_datetimes(self) -> None:
+        rng = random.Random(7)
+        for _ in range(20000):
+            created = rng.uniform(0, 4e9) if rng.random() < 0.5 else rng.randrange(0, 1 << 32) + rng.random() / 1e5
+            assert logs.timestamp(created) == datetime.fromtimestamp(created, UTC).isoformat().replace("+00:00", "Z")

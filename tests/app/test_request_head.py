@@ -89,6 +89,28 @@ def test_a_slow_head_is_dropped(settings: Settings, monkeypatch: pytest.MonkeyPa
         assert httpx.get(f"http://{address[0]}:{address[1]}/v2/").status_code == 200
 
 
+def _closed_within(s: socket.socket, seconds: float) -> bool:
+    """Whether the server ends the connection within ``seconds`` (reading whatever it sends first)."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if select.select([s], [], [], left)[0] and s.recv(65536) == b"":
+            return True
+    return False
+
+
+def test_keep_alive_ends_idle_connections_and_only_those(settings: Settings) -> None:
+    """One timer per connection (app.protocol): a connection that keeps asking is never timed out from
+    an earlier idle moment; once it stops, it is closed after the keep-alive timeout as uvicorn does."""
+    with (
+        serving(served_app(settings), settings, timeout_keep_alive=1) as address,
+        socket.create_connection(address, timeout=20) as s,
+    ):
+        for _ in range(8):  # 2 s of requests, each well inside the 1 s timeout
+            s.sendall(VERSION_CHECK + b"\r\n")
+            assert not _closed_within(s, 0.25)
+        assert _closed_within(s, 15)  # and then idle: dropped
+
+
 @pytest.mark.parametrize("driver_name", ["filesystem"])  # sendfile needs its file descriptors
 def test_blob_gets_still_go_through_sendfile(settings: Settings, sendfiles: list[int]) -> None:
     blob = b"z" * 100_000

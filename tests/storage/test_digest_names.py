@@ -33,6 +33,16 @@ def test_unknown_algorithm_is_invalid() -> None:
         Digest.parse("md5:" + "a" * 32)
 
 
+def test_parsed_digests_are_remembered_and_bad_ones_never_are() -> None:
+    text = "sha256:" + "c" * 64
+    assert Digest.parse(text) is Digest.parse(text)  # the second parse is the first one's answer
+    for _ in range(2):  # a refused text is refused again: nothing was kept for it
+        with pytest.raises(DigestInvalid):
+            Digest.parse("sha256:" + "C" * 64)
+    for i in range(1500):  # past the bound the memory starts over, and parsing still answers
+        assert str(Digest.parse(f"sha256:{i:064x}")) == f"sha256:{i:064x}"
+
+
 def test_of_bytes_matches_hashlib() -> None:
     assert str(Digest.of_bytes(b"hello")) == "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
 
