@@ -3,9 +3,10 @@ server's schedule, which runs the same collection online, every ``kura.gc.interv
 a time among all worker processes (the leader lock), and purges stale uploads every
 ``storage.maintenance.uploadpurging.interval``.
 
-On the filesystem driver the server runs each collection as a child process at a lower CPU priority
-(``nice``), so requests keep their share of the cores while it marks and sweeps; other drivers
-(in-memory: one process by nature) run it in the worker itself.
+On the filesystem driver the server runs each collection as a child process at the lowest CPU and
+disk priority (``app.priority``: SCHED_IDLE, the idle I/O class), so requests win every contention for
+a core or the disk while it marks and sweeps; other drivers (in-memory: one process by nature) run it
+in the worker itself.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kura.gc")
 
-NICENESS = 19  # the lowest priority short of SCHED_IDLE, which could starve a run holding a stripe lock
 TICK_MAX = 60.0  # seconds between looks at the schedule, at most
 
 
@@ -66,6 +66,10 @@ def command(args: argparse.Namespace) -> int:
     from storage.driver import Busy
     from storage.gc import collector, duration
 
+    if args.settings_env:
+        from app import priority
+
+        priority.lower()  # the server's own run: before the driver starts its threads, which inherit it
     settings = _settings(args)
     logging.basicConfig(
         level=logging.WARNING if args.quiet and not args.settings_env else logging.INFO,
@@ -187,7 +191,6 @@ async def _collect_in_child(settings: Settings) -> None:
         "--settings-env",
         env=env,
         stdin=subprocess.DEVNULL,
-        preexec_fn=lambda: os.nice(NICENESS),
     )
     try:
         await child.wait()
