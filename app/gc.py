@@ -115,8 +115,9 @@ def command(args: argparse.Namespace) -> int:
 
 
 async def observed(run: Awaitable[Report], retention: bool) -> Report:
-    """``run``, counted in the metrics (``kura_gc_*``, ``kura_retention_*``) unless it is a dry run or
-    lost the leader lock. A server's collection runs in a child process that inherits the server's
+    """``run``, counted in the metrics (``kura_gc_*``, ``kura_retention_*``, and the stored totals
+    ``kura_blobs_stored``, ``kura_bytes_stored``, ``kura_bytes_saved_by_deduplication``) unless it is a
+    dry run or lost the leader lock. A server's collection runs in a child process that inherits the server's
     multiprocess directory, so its counts reach every worker's /metrics."""
     from app import metrics
     from storage.driver import Busy
@@ -133,6 +134,7 @@ async def observed(run: Awaitable[Report], retention: bool) -> Report:
         raise
     if not report.dry_run:
         metrics.observe_gc_run(time.monotonic() - started, True, report.blobs_deleted, report.bytes_freed)
+        metrics.set_storage_totals(report.blobs_stored, report.bytes_stored, report.bytes_deduplicated)
         if retention:
             metrics.observe_retention_run(True, report.tags_removed)
     return report

@@ -10,9 +10,9 @@
 5. Tidy: repositories left empty, stale uploads; the trash of earlier runs; the state file and
    generation.
 
-Memory: the digests the kept manifests need (a set), the newest link mtime of every linked digest
-(a dict), and the swept digests and orphaned layer links of this run: about 200 bytes per distinct
-blob, whatever the number of repositories. One repository's links are held at a time, and blob
+Memory: the digests the kept manifests need, with their sizes (a dict), the newest link mtime of
+every linked digest (a dict), and the swept digests and orphaned layer links of this run: about 250
+bytes per distinct blob, whatever the number of repositories. One repository's links are held at a time, and blob
 candidates are swept in batches of BATCH.
 
 Time goes to removing directories (a file and its directory per blob and per link): the filesystem
@@ -94,7 +94,7 @@ class Collection:
     driver: StorageDriver
     settings: Settings
     t0_ns: int = field(default_factory=time.time_ns)
-    needed: set[Digest] = field(default_factory=set)
+    needed: dict[Digest, int] = field(default_factory=dict)  # what the kept manifests need -> its size
     linked: dict[Digest, int] = field(default_factory=dict)  # the newest link mtime of each linked digest
     swept: dict[Digest, int] = field(default_factory=dict)  # blob -> size
     unlinked: list[sweep.Revision] = field(default_factory=list)  # layer links removed (their blob is gone)
@@ -146,6 +146,7 @@ class Collection:
             self._delete_doomed()
         await self._manifests()
         await self._blobs(trash)
+        self.report.bytes_needed = sum(self.needed.values())
         await self._tidy()
         self.report.finished_ns = time.time_ns()
         saved.policies = sorted(set(saved.policies) | self.policies_run)
@@ -194,7 +195,9 @@ class Collection:
             if evicted and (not policy_dry or self.dry):
                 marking = capped
 
-        self.needed |= marking.needs
+        for digest, needed_size in mark.sizes(marking).items():
+            self.report.bytes_referenced += needed_size
+            self.needed.setdefault(digest, needed_size)
         for digest, mtime in (*found.revisions.items(), *found.layers.items()):
             if mtime > self.linked.get(digest, 0):
                 self.linked[digest] = mtime
@@ -249,10 +252,14 @@ class Collection:
 
     def _keep(self, doc: mark.Document | None, digest: Digest) -> None:
         """A doomed manifest was touched during the run: it and what it references stay."""
-        self.needed.add(digest)
+        sizes = {digest: 0} if doc is None else {digest: doc.size}
         if doc is not None:
-            self.needed.update(doc.blobs)
-            self.needed.update(doc.children)
+            for blob, blob_size in zip((*doc.blobs, *doc.children), doc.blob_sizes, strict=False):
+                sizes.setdefault(blob, blob_size)
+        for kept, kept_size in sizes.items():
+            if kept not in self.needed:
+                self.needed[kept] = kept_size
+                self.report.bytes_referenced += kept_size
 
     async def _untag(self, found: Inventory, tag: str, why: str, dry: bool) -> None:
         info = found.tags[tag]
@@ -299,7 +306,9 @@ class Collection:
             self.report.blobs_seen += 1
             if info is None:
                 self.report.blobs_marked += 1
+                self.report.bytes_seen += self.needed[digest]
                 continue
+            self.report.bytes_seen += info.size
             if max(info.mtime_ns or self.t0_ns, self.linked.get(digest, 0)) >= self.cutoff_ns:
                 continue  # young: within the grace period
             batch.append(sweep.Candidate(digest, info.size))

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from app.images import buildkit
-from storage import Registry, StorageDriver, mediatypes, paths
+from storage import Registry, StorageDriver, mediatypes, paths, usage
 from storage.digest import Digest
 from storage.driver import Busy, PathNotFound
 from storage.errors import ManifestBlobUnknown
@@ -288,3 +288,22 @@ async def test_grace_never_shorter_than_twice_a_servers_touch_interval(
     assert report.grace == 300 and report.blobs_deleted == 0
     report = await collect(driver, grace=10, offline=True)  # a stopped registry: no floor
     assert report.blobs_deleted == 1
+
+
+async def test_the_totals_left_are_what_a_walk_of_the_store_counts(registry: Registry, driver: StorageDriver) -> None:
+    shared = buildkit.single_image("amd64", marker="shared")
+    for name in ("r/one", "r/two"):
+        await push(registry, name, shared, "1")  # stored once, needed by both: deduplicated
+    await push(registry, "r/one", buildkit.single_image("arm64", marker="gone"))  # untagged garbage
+    lone = buildkit.digest_of(b"an orphan blob")
+    await registry.put_blob("r/two", lone, _body(b"an orphan blob"), 14)
+    age(driver, 2 * HOUR)
+
+    report = await collect(driver, delete_untagged=True)
+
+    walked = await usage.measure(registry)
+    assert report.blobs_deleted > 1 and report.blobs_stored == len(walked.blobs)
+    assert report.bytes_stored == walked.stored
+    assert report.bytes_deduplicated == walked.logical - walked.stored > 0
+    saved = (await state.load(driver)).last()
+    assert saved is not None and saved["bytes_stored"] == walked.stored
