@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 from app.config import SETTINGS_ENV, Settings
 
 if TYPE_CHECKING:
+    from storage import StorageDriver
+    from storage.gc import collector
     from storage.gc.report import Report
 
 log = logging.getLogger("kura.gc")
@@ -95,7 +97,7 @@ def command(args: argparse.Namespace) -> int:
     async def run() -> str:
         driver = drivers.create("filesystem", {"rootdirectory": settings.root})
         try:
-            report = await observed(collector.collect(driver, options), bool(options.retention))
+            report = await collected(settings, driver, options)
         finally:
             await driver.close()
         return report.render(quiet=args.quiet or args.settings_env)
@@ -112,6 +114,16 @@ def command(args: argparse.Namespace) -> int:
     else:
         print(output, end="")
     return 0
+
+
+async def collected(settings: Settings, driver: StorageDriver, options: collector.Settings) -> Report:
+    """One collection, observed, with its notification events spooled."""
+    from app.notify import collection
+    from storage.gc import collector
+
+    report = await observed(collector.collect(driver, options), bool(options.retention))
+    await collection.spool(settings, driver, report)
+    return report
 
 
 async def observed(run: Awaitable[Report], retention: bool) -> Report:
@@ -171,8 +183,7 @@ async def _schedule(settings: Settings, registry: Any) -> None:
                 if driver.name == "filesystem":
                     await _collect_in_child(settings)
                 else:
-                    options = collector.Settings.of(gc, settings.kura.retention, uploads)
-                    await observed(collector.collect(driver, options), bool(options.retention))
+                    await collected(settings, driver, collector.Settings.of(gc, settings.kura.retention, uploads))
             elif uploads.enabled and now - saved.uploads_purged_ns >= uploads.interval * 1e9:
                 await purging.purge_all(driver, uploads)
         except Busy:
