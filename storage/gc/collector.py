@@ -105,6 +105,7 @@ class Collection:
     deleting: asyncio.TaskGroup = field(default_factory=asyncio.TaskGroup)  # the doomed revisions' deletions
     policies_run: set[str] = field(default_factory=set)
     pulls: bool = True  # whether any pull marker exists
+    room: asyncio.Semaphore | None = None  # bounds the stripes held at once, over all sweeps (online)
     report: Report = field(init=False)
     cutoff_ns: int = field(init=False)
 
@@ -112,6 +113,8 @@ class Collection:
         grace = 0.0 if self.settings.offline else self.settings.grace
         self.cutoff_ns = self.t0_ns - int(grace * 1e9)
         self.report = Report(self.t0_ns, grace, self.settings.dry_run, self.settings.offline)
+        if not self.settings.offline:
+            self.room = asyncio.Semaphore(sweep.ONLINE_PARALLEL)
 
     @property
     def dry(self) -> bool:
@@ -235,7 +238,7 @@ class Collection:
 
     async def _delete(self, doomed: list[sweep.Revision], documents: dict[tuple[str, Digest], mark.Document]) -> None:
         """Delete doomed revisions, a stripe at a time; keep what was touched."""
-        deleted = await sweep.manifests(self.driver, doomed, self.cutoff_ns, self.pulls)
+        deleted = await sweep.manifests(self.driver, doomed, self.cutoff_ns, self.pulls, self.room)
         for revision in set(doomed) - set(deleted):
             self._keep(documents.get((revision.name, revision.digest)), revision.digest)
         self.report.postponed += len(doomed) - len(deleted)
@@ -245,7 +248,7 @@ class Collection:
     async def _manifests(self) -> None:
         """Once every doomed revision is deleted: the revision links without a manifest go too."""
         if not self.dry:
-            for revision in await sweep.dangling_revisions(self.driver, self.dangling):
+            for revision in await sweep.dangling_revisions(self.driver, self.dangling, self.room):
                 self.leftovers[revision.name].dangling += 1
         for name, left in self.leftovers.items():
             self.report.repository(name).manifests = sorted(left.deleted, key=str)
@@ -324,7 +327,7 @@ class Collection:
         if self.dry:
             swept = batch
         else:
-            done = await sweep.blobs(self.driver, batch, self.cutoff_ns, trash, orphans or ())
+            done = await sweep.blobs(self.driver, batch, self.cutoff_ns, trash, orphans or (), self.room)
             swept, self.unlinked = done.blobs, self.unlinked + done.links
             self.report.postponed += done.postponed
         for candidate in swept:

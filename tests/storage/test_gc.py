@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -11,7 +14,7 @@ from storage import Registry, StorageDriver, mediatypes, paths, usage
 from storage.digest import Digest
 from storage.driver import Busy, PathNotFound
 from storage.errors import ManifestBlobUnknown
-from storage.gc import collector, state, touch
+from storage.gc import collector, state, sweep, touch
 from storage.gc.config import UploadPurging
 from tests.storage.gctree import HOUR, age, blob_ok, collect, manifest_ok, push, varied_cache
 
@@ -307,3 +310,36 @@ async def test_the_totals_left_are_what_a_walk_of_the_store_counts(registry: Reg
     assert report.bytes_deduplicated == walked.logical - walked.stored > 0
     saved = (await state.load(driver)).last()
     assert saved is not None and saved["bytes_stored"] == walked.stored
+
+
+@pytest.mark.parametrize("offline", [False, True])
+async def test_an_online_collection_holds_few_stripes_at_once(
+    registry: Registry, driver: StorageDriver, offline: bool
+) -> None:
+    for i in range(40):  # garbage in many stripes: blobs, and untagged manifests
+        await push(registry, "r/many", buildkit.single_image("amd64", marker=f"gone {i}"))
+    age(driver, 2 * HOUR)
+    held = most = 0
+
+    class Counting:
+        def __getattr__(self, name: str) -> object:
+            return getattr(driver, name)
+
+        @contextlib.asynccontextmanager
+        async def lock(self, path: str, **kwargs: object) -> AsyncIterator[None]:
+            nonlocal held, most
+            async with driver.lock(path, **kwargs):  # type: ignore[arg-type]
+                exclusive = path.startswith("kura/locks/blobs/") and not kwargs.get("shared")
+                held += exclusive
+                most = max(most, held)
+                await asyncio.sleep(0.001)  # the sweep of a stripe takes a while: others may start
+                try:
+                    yield
+                finally:
+                    held -= exclusive
+
+    settings = collector.Settings(grace=HOUR, delete_untagged=True, offline=offline, trash_delay=0.0)
+    report = await collector.collect(Counting(), settings)  # type: ignore[arg-type]
+
+    assert report.manifests_deleted == 40 and report.blobs_deleted > 80
+    assert most == (sweep.PARALLEL if offline else sweep.ONLINE_PARALLEL)
