@@ -12,8 +12,8 @@
 
 Memory: the digests the kept manifests need, with their sizes (a dict), the newest link mtime of
 every linked digest (a dict), and the swept digests and orphaned layer links of this run: about 250
-bytes per distinct blob, whatever the number of repositories. One repository's links are held at a time, and blob
-candidates are swept in batches of BATCH.
+bytes per distinct blob, whatever the number of repositories. One repository's links are held at a
+time, and at most two batches of BATCH blob candidates (one being swept, one gathered).
 
 Time goes to removing directories (a file and its directory per blob and per link): the filesystem
 driver removes in parallel, 16 stripes at a time, since each removal mostly waits on the disk.
@@ -39,7 +39,7 @@ from storage.gc.report import NO_REPOSITORY, Report
 
 log = logging.getLogger("kura.gc")
 
-BATCH = 32768  # blob candidates swept at a time (a stripe lock each per batch: few, large batches)
+BATCH = 4096  # blob candidates per sweep: one batch is swept while the walk gathers the next
 DOOMED_BATCH = 1024  # doomed revisions deleted at a time, while the mark goes on
 TAG_LOCK_WAIT = 30.0
 
@@ -140,12 +140,15 @@ class Collection:
             self.report.trash_emptied = await trash.empty(self.t0_ns - int(self.settings.trash_delay * 1e9))
         self.pulls = (await self.driver.stat_many([inventory.PULLS]))[0] is not None
         # Doomed revisions are deleted in the background while later repositories are marked: the
-        # deletions wait on the disk while the mark keeps the CPU.
+        # deletions wait on the disk while the mark keeps the CPU. A repository's mark may never
+        # suspend (the filesystem driver answers small reads on the event loop), so the loop is given
+        # a turn after each one: the deletions' next steps run, and their removal threads stay busy.
         async with asyncio.TaskGroup() as self.deleting:
             async for name in inventory.repositories(self.driver):
                 await self._repository(name, saved)
                 if len(self.doomed) >= DOOMED_BATCH:
                     self._delete_doomed()
+                await asyncio.sleep(0)
             self._delete_doomed()
         await self._manifests()
         await self._blobs(trash)
@@ -302,9 +305,18 @@ class Collection:
     # -- blobs -----------------------------------------------------------------------------------
 
     async def _blobs(self, trash: sweep.Trash) -> None:
-        """Sweep the unmarked blobs past their grace, and with the last batch the layer links to blobs
-        that are not stored (their blob's stripe is held for both)."""
+        """Sweep the unmarked blobs past their grace, a batch at a time while the walk goes on (its
+        stats overlap the removals), and with the last batch, once the others are done, the layer
+        links to blobs that are not stored (their blob's stripe is held for both)."""
+        async with asyncio.TaskGroup() as sweeping:
+            last = await self._walk(trash, sweeping)
+        orphans = [sweep.Revision(name, d) for name, left in self.leftovers.items() for d in left.orphans]
+        await self._sweep(last, trash, orphans)
+
+    async def _walk(self, trash: sweep.Trash, sweeping: asyncio.TaskGroup) -> list[sweep.Candidate]:
+        """Walk the blobs, sweeping each full batch in the background (one at a time); the last batch."""
         batch: list[sweep.Candidate] = []
+        previous: asyncio.Task[None] | None = None
         async for digest, info in inventory.blobs(self.driver, self.needed):
             self.report.blobs_seen += 1
             if info is None:
@@ -316,10 +328,11 @@ class Collection:
                 continue  # young: within the grace period
             batch.append(sweep.Candidate(digest, info.size))
             if len(batch) >= BATCH:
-                await self._sweep(batch, trash)
+                if previous is not None:
+                    await previous  # at most one batch being swept and one gathered: memory stays bounded
+                previous = sweeping.create_task(self._sweep(batch, trash))
                 batch = []
-        orphans = [sweep.Revision(name, d) for name, left in self.leftovers.items() for d in left.orphans]
-        await self._sweep(batch, trash, orphans)
+        return batch
 
     async def _sweep(
         self, batch: list[sweep.Candidate], trash: sweep.Trash, orphans: list[sweep.Revision] | None = None

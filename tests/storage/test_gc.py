@@ -343,3 +343,26 @@ async def test_an_online_collection_holds_few_stripes_at_once(
 
     assert report.manifests_deleted == 40 and report.blobs_deleted > 80
     assert most == (sweep.PARALLEL if offline else sweep.ONLINE_PARALLEL)
+
+
+async def test_blobs_swept_in_many_batches_while_the_walk_goes_on(
+    registry: Registry, driver: StorageDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(collector, "BATCH", 3)
+    kept = buildkit.single_image("amd64", marker="kept")
+    await push(registry, "r/batches", kept, "v1")
+    gone = [buildkit.single_image("arm64", marker=f"gone {i}") for i in range(12)]
+    for image in gone:
+        await push(registry, "r/batches", image)
+    age(driver, 2 * HOUR)
+
+    report = await collector.collect(driver, collector.Settings(grace=HOUR, delete_untagged=True))
+
+    garbage = {d for image in gone for d in image.blobs} - set(kept.blobs)
+    assert len(garbage) > 3 * collector.BATCH
+    assert not any([await _stored(driver, d) for d in garbage])
+    assert report.blobs_deleted == len(garbage) + len(gone)  # their blobs and manifests
+    assert report.repositories["r/batches"].layer_links == len(garbage)
+    assert await manifest_ok(registry, "r/batches", "v1")
+    layers = await driver.list(paths.join(paths.layers("r/batches"), "sha256"))
+    assert sorted(layers) == sorted(Digest.parse(d).hex for d in kept.blobs)
