@@ -6,7 +6,8 @@
    the background while later repositories are marked.
 3-4. One walk of ``blobs/`` (only unmarked blobs are stat'ed): those whose liveness (the newest of
    their data's mtime and of every link to them) is older than T0 - grace are swept under their
-   stripe lock, and with them the layer links to blobs that are gone (one lock for both).
+   stripe lock, a batch at a time while the walk goes on, and with the last batch the layer links
+   to blobs that are gone (one lock for both).
 5. Tidy: repositories left empty, stale uploads; the trash of earlier runs; the state file and
    generation.
 
@@ -16,7 +17,8 @@ bytes per distinct blob, whatever the number of repositories. One repository's l
 time, and at most two batches of BATCH blob candidates (one being swept, one gathered).
 
 Time goes to removing directories (a file and its directory per blob and per link): the filesystem
-driver removes in parallel, 16 stripes at a time, since each removal mostly waits on the disk.
+driver removes in parallel, 16 stripes at a time, since each removal mostly waits on the disk (more
+threads were measured slower). An online collection holds at most ``sweep.ONLINE_PARALLEL`` stripes.
 """
 
 from __future__ import annotations
