@@ -3,9 +3,10 @@ server's schedule, which runs the same collection online, every ``kura.gc.interv
 a time among all worker processes (the leader lock), and purges stale uploads every
 ``storage.maintenance.uploadpurging.interval``.
 
-On the filesystem driver the server runs each collection as a child process at a lower CPU priority
-(``nice``), so requests keep their share of the cores while it marks and sweeps; other drivers
-(in-memory: one process by nature) run it in the worker itself.
+On the filesystem driver the server runs each collection as a child process at the lowest CPU and
+disk priority (``app.priority``: SCHED_IDLE, the idle I/O class), so requests win every contention for
+a core or the disk while it marks and sweeps; other drivers (in-memory: one process by nature) run it
+in the worker itself.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from typing import TYPE_CHECKING, Any
 from app.config import SETTINGS_ENV, Settings
 
 if TYPE_CHECKING:
+    from storage import StorageDriver
+    from storage.gc import collector
     from storage.gc.report import Report
 
 log = logging.getLogger("kura.gc")
 
-NICENESS = 19  # the lowest priority short of SCHED_IDLE, which could starve a run holding a stripe lock
 TICK_MAX = 60.0  # seconds between looks at the schedule, at most
 
 
@@ -66,6 +68,10 @@ def command(args: argparse.Namespace) -> int:
     from storage.driver import Busy
     from storage.gc import collector, duration
 
+    if args.settings_env:
+        from app import priority
+
+        priority.lower()  # the server's own run: before the driver starts its threads, which inherit it
     settings = _settings(args)
     logging.basicConfig(
         level=logging.WARNING if args.quiet and not args.settings_env else logging.INFO,
@@ -91,7 +97,7 @@ def command(args: argparse.Namespace) -> int:
     async def run() -> str:
         driver = drivers.create("filesystem", {"rootdirectory": settings.root})
         try:
-            report = await observed(collector.collect(driver, options), bool(options.retention))
+            report = await collected(settings, driver, options)
         finally:
             await driver.close()
         return report.render(quiet=args.quiet or args.settings_env)
@@ -110,9 +116,20 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
+async def collected(settings: Settings, driver: StorageDriver, options: collector.Settings) -> Report:
+    """One collection, observed, with its notification events spooled."""
+    from app.notify import collection
+    from storage.gc import collector
+
+    report = await observed(collector.collect(driver, options), bool(options.retention))
+    await collection.spool(settings, driver, report)
+    return report
+
+
 async def observed(run: Awaitable[Report], retention: bool) -> Report:
-    """``run``, counted in the metrics (``kura_gc_*``, ``kura_retention_*``) unless it is a dry run or
-    lost the leader lock. A server's collection runs in a child process that inherits the server's
+    """``run``, counted in the metrics (``kura_gc_*``, ``kura_retention_*``, and the stored totals
+    ``kura_blobs_stored``, ``kura_bytes_stored``, ``kura_bytes_saved_by_deduplication``) unless it is a
+    dry run or lost the leader lock. A server's collection runs in a child process that inherits the server's
     multiprocess directory, so its counts reach every worker's /metrics."""
     from app import metrics
     from storage.driver import Busy
@@ -129,6 +146,7 @@ async def observed(run: Awaitable[Report], retention: bool) -> Report:
         raise
     if not report.dry_run:
         metrics.observe_gc_run(time.monotonic() - started, True, report.blobs_deleted, report.bytes_freed)
+        metrics.set_storage_totals(report.blobs_stored, report.bytes_stored, report.bytes_deduplicated)
         if retention:
             metrics.observe_retention_run(True, report.tags_removed)
     return report
@@ -165,8 +183,7 @@ async def _schedule(settings: Settings, registry: Any) -> None:
                 if driver.name == "filesystem":
                     await _collect_in_child(settings)
                 else:
-                    options = collector.Settings.of(gc, settings.kura.retention, uploads)
-                    await observed(collector.collect(driver, options), bool(options.retention))
+                    await collected(settings, driver, collector.Settings.of(gc, settings.kura.retention, uploads))
             elif uploads.enabled and now - saved.uploads_purged_ns >= uploads.interval * 1e9:
                 await purging.purge_all(driver, uploads)
         except Busy:
@@ -187,7 +204,6 @@ async def _collect_in_child(settings: Settings) -> None:
         "--settings-env",
         env=env,
         stdin=subprocess.DEVNULL,
-        preexec_fn=lambda: os.nice(NICENESS),
     )
     try:
         await child.wait()

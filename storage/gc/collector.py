@@ -6,17 +6,19 @@
    the background while later repositories are marked.
 3-4. One walk of ``blobs/`` (only unmarked blobs are stat'ed): those whose liveness (the newest of
    their data's mtime and of every link to them) is older than T0 - grace are swept under their
-   stripe lock, and with them the layer links to blobs that are gone (one lock for both).
+   stripe lock, a batch at a time while the walk goes on, and with the last batch the layer links
+   to blobs that are gone (one lock for both).
 5. Tidy: repositories left empty, stale uploads; the trash of earlier runs; the state file and
    generation.
 
-Memory: the digests the kept manifests need (a set), the newest link mtime of every linked digest
-(a dict), and the swept digests and orphaned layer links of this run: about 200 bytes per distinct
-blob, whatever the number of repositories. One repository's links are held at a time, and blob
-candidates are swept in batches of BATCH.
+Memory: the digests the kept manifests need, with their sizes (a dict), the newest link mtime of
+every linked digest (a dict), and the swept digests and orphaned layer links of this run: about 250
+bytes per distinct blob, whatever the number of repositories. One repository's links are held at a
+time, and at most two batches of BATCH blob candidates (one being swept, one gathered).
 
 Time goes to removing directories (a file and its directory per blob and per link): the filesystem
-driver removes in parallel, 16 stripes at a time, since each removal mostly waits on the disk.
+driver removes in parallel, 16 stripes at a time, since each removal mostly waits on the disk (more
+threads were measured slower). An online collection holds at most ``sweep.ONLINE_PARALLEL`` stripes.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from storage.gc.report import NO_REPOSITORY, Report
 
 log = logging.getLogger("kura.gc")
 
-BATCH = 32768  # blob candidates swept at a time (a stripe lock each per batch: few, large batches)
+BATCH = 4096  # blob candidates per sweep: one batch is swept while the walk gathers the next
 DOOMED_BATCH = 1024  # doomed revisions deleted at a time, while the mark goes on
 TAG_LOCK_WAIT = 30.0
 
@@ -94,7 +96,7 @@ class Collection:
     driver: StorageDriver
     settings: Settings
     t0_ns: int = field(default_factory=time.time_ns)
-    needed: set[Digest] = field(default_factory=set)
+    needed: dict[Digest, int] = field(default_factory=dict)  # what the kept manifests need -> its size
     linked: dict[Digest, int] = field(default_factory=dict)  # the newest link mtime of each linked digest
     swept: dict[Digest, int] = field(default_factory=dict)  # blob -> size
     unlinked: list[sweep.Revision] = field(default_factory=list)  # layer links removed (their blob is gone)
@@ -105,6 +107,7 @@ class Collection:
     deleting: asyncio.TaskGroup = field(default_factory=asyncio.TaskGroup)  # the doomed revisions' deletions
     policies_run: set[str] = field(default_factory=set)
     pulls: bool = True  # whether any pull marker exists
+    room: asyncio.Semaphore | None = None  # bounds the stripes held at once, over all sweeps (online)
     report: Report = field(init=False)
     cutoff_ns: int = field(init=False)
 
@@ -112,6 +115,8 @@ class Collection:
         grace = 0.0 if self.settings.offline else self.settings.grace
         self.cutoff_ns = self.t0_ns - int(grace * 1e9)
         self.report = Report(self.t0_ns, grace, self.settings.dry_run, self.settings.offline)
+        if not self.settings.offline:
+            self.room = asyncio.Semaphore(sweep.ONLINE_PARALLEL)
 
     @property
     def dry(self) -> bool:
@@ -137,15 +142,19 @@ class Collection:
             self.report.trash_emptied = await trash.empty(self.t0_ns - int(self.settings.trash_delay * 1e9))
         self.pulls = (await self.driver.stat_many([inventory.PULLS]))[0] is not None
         # Doomed revisions are deleted in the background while later repositories are marked: the
-        # deletions wait on the disk while the mark keeps the CPU.
+        # deletions wait on the disk while the mark keeps the CPU. A repository's mark may never
+        # suspend (the filesystem driver answers small reads on the event loop), so the loop is given
+        # a turn after each one: the deletions' next steps run, and their removal threads stay busy.
         async with asyncio.TaskGroup() as self.deleting:
             async for name in inventory.repositories(self.driver):
                 await self._repository(name, saved)
                 if len(self.doomed) >= DOOMED_BATCH:
                     self._delete_doomed()
+                await asyncio.sleep(0)
             self._delete_doomed()
         await self._manifests()
         await self._blobs(trash)
+        self.report.bytes_needed = sum(self.needed.values())
         await self._tidy()
         self.report.finished_ns = time.time_ns()
         saved.policies = sorted(set(saved.policies) | self.policies_run)
@@ -194,7 +203,9 @@ class Collection:
             if evicted and (not policy_dry or self.dry):
                 marking = capped
 
-        self.needed |= marking.needs
+        for digest, needed_size in mark.sizes(marking).items():
+            self.report.bytes_referenced += needed_size
+            self.needed.setdefault(digest, needed_size)
         for digest, mtime in (*found.revisions.items(), *found.layers.items()):
             if mtime > self.linked.get(digest, 0):
                 self.linked[digest] = mtime
@@ -232,7 +243,7 @@ class Collection:
 
     async def _delete(self, doomed: list[sweep.Revision], documents: dict[tuple[str, Digest], mark.Document]) -> None:
         """Delete doomed revisions, a stripe at a time; keep what was touched."""
-        deleted = await sweep.manifests(self.driver, doomed, self.cutoff_ns, self.pulls)
+        deleted = await sweep.manifests(self.driver, doomed, self.cutoff_ns, self.pulls, self.room)
         for revision in set(doomed) - set(deleted):
             self._keep(documents.get((revision.name, revision.digest)), revision.digest)
         self.report.postponed += len(doomed) - len(deleted)
@@ -242,17 +253,21 @@ class Collection:
     async def _manifests(self) -> None:
         """Once every doomed revision is deleted: the revision links without a manifest go too."""
         if not self.dry:
-            for revision in await sweep.dangling_revisions(self.driver, self.dangling):
+            for revision in await sweep.dangling_revisions(self.driver, self.dangling, self.room):
                 self.leftovers[revision.name].dangling += 1
         for name, left in self.leftovers.items():
             self.report.repository(name).manifests = sorted(left.deleted, key=str)
 
     def _keep(self, doc: mark.Document | None, digest: Digest) -> None:
         """A doomed manifest was touched during the run: it and what it references stay."""
-        self.needed.add(digest)
+        sizes = {digest: 0} if doc is None else {digest: doc.size}
         if doc is not None:
-            self.needed.update(doc.blobs)
-            self.needed.update(doc.children)
+            for blob, blob_size in zip((*doc.blobs, *doc.children), doc.blob_sizes, strict=False):
+                sizes.setdefault(blob, blob_size)
+        for kept, kept_size in sizes.items():
+            if kept not in self.needed:
+                self.needed[kept] = kept_size
+                self.report.bytes_referenced += kept_size
 
     async def _untag(self, found: Inventory, tag: str, why: str, dry: bool) -> None:
         info = found.tags[tag]
@@ -292,22 +307,34 @@ class Collection:
     # -- blobs -----------------------------------------------------------------------------------
 
     async def _blobs(self, trash: sweep.Trash) -> None:
-        """Sweep the unmarked blobs past their grace, and with the last batch the layer links to blobs
-        that are not stored (their blob's stripe is held for both)."""
+        """Sweep the unmarked blobs past their grace, a batch at a time while the walk goes on (its
+        stats overlap the removals), and with the last batch, once the others are done, the layer
+        links to blobs that are not stored (their blob's stripe is held for both)."""
+        async with asyncio.TaskGroup() as sweeping:
+            last = await self._walk(trash, sweeping)
+        orphans = [sweep.Revision(name, d) for name, left in self.leftovers.items() for d in left.orphans]
+        await self._sweep(last, trash, orphans)
+
+    async def _walk(self, trash: sweep.Trash, sweeping: asyncio.TaskGroup) -> list[sweep.Candidate]:
+        """Walk the blobs, sweeping each full batch in the background (one at a time); the last batch."""
         batch: list[sweep.Candidate] = []
+        previous: asyncio.Task[None] | None = None
         async for digest, info in inventory.blobs(self.driver, self.needed):
             self.report.blobs_seen += 1
             if info is None:
                 self.report.blobs_marked += 1
+                self.report.bytes_seen += self.needed[digest]
                 continue
+            self.report.bytes_seen += info.size
             if max(info.mtime_ns or self.t0_ns, self.linked.get(digest, 0)) >= self.cutoff_ns:
                 continue  # young: within the grace period
             batch.append(sweep.Candidate(digest, info.size))
             if len(batch) >= BATCH:
-                await self._sweep(batch, trash)
+                if previous is not None:
+                    await previous  # at most one batch being swept and one gathered: memory stays bounded
+                previous = sweeping.create_task(self._sweep(batch, trash))
                 batch = []
-        orphans = [sweep.Revision(name, d) for name, left in self.leftovers.items() for d in left.orphans]
-        await self._sweep(batch, trash, orphans)
+        return batch
 
     async def _sweep(
         self, batch: list[sweep.Candidate], trash: sweep.Trash, orphans: list[sweep.Revision] | None = None
@@ -315,7 +342,7 @@ class Collection:
         if self.dry:
             swept = batch
         else:
-            done = await sweep.blobs(self.driver, batch, self.cutoff_ns, trash, orphans or ())
+            done = await sweep.blobs(self.driver, batch, self.cutoff_ns, trash, orphans or (), self.room)
             swept, self.unlinked = done.blobs, self.unlinked + done.links
             self.report.postponed += done.postponed
         for candidate in swept:

@@ -156,3 +156,17 @@ def mark(
         elif digest not in result.kept:
             result.doomed.append(digest)
     return result
+
+
+def sizes(marking: Marking) -> dict[Digest, int]:
+    """Every digest the repository needs, with its size, without I/O: a kept manifest's is its body's
+    length, a blob's (or child's) the first descriptor's naming it, as the pushing client declared it."""
+    found: dict[Digest, int] = {}
+    for digest in marking.kept:
+        doc = marking.documents.get(digest)
+        if doc is None:
+            continue
+        found[digest] = doc.size
+        for blob, blob_size in zip((*doc.blobs, *doc.children), doc.blob_sizes, strict=False):
+            found.setdefault(blob, blob_size)
+    return found

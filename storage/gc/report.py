@@ -39,6 +39,9 @@ class Report:
     blobs_marked: int = 0
     blobs_deleted: int = 0
     bytes_freed: int = 0
+    bytes_seen: int = 0  # of every blob seen: a marked blob's size as its descriptor gives it (no stat)
+    bytes_referenced: int = 0  # what each repository's kept manifests need, summed over repositories
+    bytes_needed: int = 0  # the same, each digest once
     postponed: int = 0  # candidates touched or locked during the run: left for the next one
     trash_emptied: int = 0
     finished_ns: int = 0
@@ -56,6 +59,20 @@ class Report:
     @property
     def tags_removed(self) -> int:
         return sum(len(r.untagged) for r in self.repositories.values())
+
+    @property
+    def blobs_stored(self) -> int:
+        """Blobs left in storage after the run."""
+        return self.blobs_seen - self.blobs_deleted
+
+    @property
+    def bytes_stored(self) -> int:
+        return self.bytes_seen - self.bytes_freed
+
+    @property
+    def bytes_deduplicated(self) -> int:
+        """What storing each repository's content on its own would take more."""
+        return max(0, self.bytes_referenced - self.bytes_needed)
 
     @property
     def uploads_purged(self) -> int:
@@ -77,6 +94,9 @@ class Report:
             "blobs_marked": self.blobs_marked,
             "blobs_deleted": self.blobs_deleted,
             "bytes_freed": self.bytes_freed,
+            "blobs_stored": self.blobs_stored,
+            "bytes_stored": self.bytes_stored,
+            "bytes_deduplicated": self.bytes_deduplicated,
             "manifests_deleted": self.manifests_deleted,
             "tags_removed": self.tags_removed,
             "uploads_purged": self.uploads_purged,

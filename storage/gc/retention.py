@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from storage.digest import Digest
 from storage.gc.config import KeepRule, RetentionPolicy
 from storage.gc.inventory import Inventory
-from storage.gc.mark import Marking
+from storage.gc.mark import Marking, sizes
 
 _FALLBACK = re.compile(r"(sha256|sha512)-[0-9a-f]{64,128}")
 
@@ -97,15 +97,7 @@ def tags_to_remove(policy: RetentionPolicy, inventory: Inventory, now_ns: int) -
 
 def kept_size(marking: Marking) -> int:
     """Bytes of everything the repository keeps, each digest once (descriptor sizes, no I/O)."""
-    sizes: dict[Digest, int] = {}
-    for digest in marking.kept:
-        doc = marking.documents.get(digest)
-        if doc is None:
-            continue
-        sizes[digest] = doc.size
-        for blob, blob_size in zip((*doc.blobs, *doc.children), doc.blob_sizes, strict=False):
-            sizes.setdefault(blob, blob_size)
-    return sum(sizes.get(d, 0) for d in marking.needs)
+    return sum(sizes(marking).values())
 
 
 def evict(

@@ -25,6 +25,11 @@ T = TypeVar("T")
 PARALLEL = (
     16  # stripes swept at once, as many as the filesystem driver has removal threads: removals overlap in the kernel
 )
+# Stripes an online collection holds at once, over all its sweeps. It runs at the lowest CPU priority
+# (app.priority), so on a saturated machine it may wait long for a core while holding a stripe that a
+# request waits for: few stripes held means few such requests. Online sweeps move blobs to the trash
+# (renames, no discards to overlap), so more stripes at once would gain little.
+ONLINE_PARALLEL = 2
 LOCK_WAIT = 5.0  # a stripe held longer than this by requests is postponed, not waited for
 
 
@@ -53,16 +58,18 @@ async def by_stripe(
     items: Iterable[T],
     digest: Callable[[T], Digest],
     work: Callable[[list[T]], Awaitable[None]],
+    room: asyncio.Semaphore | None = None,
 ) -> list[T]:
-    """Run ``work`` on the items of each stripe (by their blob's digest) while holding it exclusively;
-    returns the items of stripes that stayed busy (postponed)."""
+    """Run ``work`` on the items of each stripe (by their blob's digest) while holding it exclusively,
+    as many stripes at once as ``room`` lets (PARALLEL without); returns the items of stripes that
+    stayed busy (postponed)."""
     stripes: dict[str, list[T]] = {}
     for item in items:
         stripes.setdefault(touch.stripe(digest(item)), []).append(item)
     for group in stripes.values():
         random.shuffle(group)
     busy: list[T] = []
-    room = asyncio.Semaphore(PARALLEL)
+    room = room or asyncio.Semaphore(PARALLEL)
 
     async def one(lock: str, group: list[T]) -> None:
         async with room:
@@ -128,6 +135,7 @@ async def blobs(
     cutoff_ns: int,
     trash: Trash,
     orphans: Sequence[Revision] = (),
+    room: asyncio.Semaphore | None = None,
 ) -> Swept:
     """Move the candidates that are still old into the trash, and remove the ``orphans`` (layer links
     nothing needs) whose blob is not stored once that is done, a stripe at a time: one lock, one stat
@@ -154,13 +162,17 @@ async def blobs(
         done.links += links
 
     items: list[Candidate | Revision] = [*candidates, *orphans]
-    busy = await by_stripe(driver, items, lambda item: item.digest, work)
+    busy = await by_stripe(driver, items, lambda item: item.digest, work, room)
     done.postponed += sum(1 for item in busy if isinstance(item, Candidate))
     return done
 
 
 async def manifests(
-    driver: StorageDriver, doomed: list[Revision], cutoff_ns: int, pulled: bool = True
+    driver: StorageDriver,
+    doomed: list[Revision],
+    cutoff_ns: int,
+    pulled: bool = True,
+    room: asyncio.Semaphore | None = None,
 ) -> list[Revision]:
     """Delete revisions (their directory, the tag history entries and pull markers naming them) whose
     link and manifest are both still older than the cutoff: a push of the same manifest since, or an
@@ -187,11 +199,13 @@ async def manifests(
             deleted.append(revision)
         await driver.delete_many(going)
 
-    await by_stripe(driver, doomed, lambda r: r.digest, work)
+    await by_stripe(driver, doomed, lambda r: r.digest, work, room)
     return deleted
 
 
-async def dangling_revisions(driver: StorageDriver, found: list[Revision]) -> list[Revision]:
+async def dangling_revisions(
+    driver: StorageDriver, found: list[Revision], room: asyncio.Semaphore | None = None
+) -> list[Revision]:
     """Remove the revision links whose manifest is not stored, checked under the lock."""
     removed: list[Revision] = []
 
@@ -202,7 +216,7 @@ async def dangling_revisions(driver: StorageDriver, found: list[Revision]) -> li
         await driver.delete_many([p for d in directories for p in (paths.join(d, "link"), d)])
         removed.extend(gone)
 
-    await by_stripe(driver, found, lambda r: r.digest, work)
+    await by_stripe(driver, found, lambda r: r.digest, work, room)
     return removed
 
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
+from collections.abc import AsyncIterator
 
 import pytest
 
 from app.images import buildkit
-from storage import Registry, StorageDriver, mediatypes, paths
+from storage import Registry, StorageDriver, mediatypes, paths, usage
 from storage.digest import Digest
 from storage.driver import Busy, PathNotFound
 from storage.errors import ManifestBlobUnknown
-from storage.gc import collector, state, touch
+from storage.gc import collector, state, sweep, touch
 from storage.gc.config import UploadPurging
 from tests.storage.gctree import HOUR, age, blob_ok, collect, manifest_ok, push, varied_cache
 
@@ -320,3 +323,78 @@ async def test_a_blob_committed_after_a_long_pause_survives_a_sweep_before_its_l
     await registry.commit_upload("r/paused", upload, digest, _body(last_chunk) if last_chunk else None)
     assert swept_between
     assert await blob_ok(registry, "r/paused", digest)
+
+
+async def test_the_totals_left_are_what_a_walk_of_the_store_counts(registry: Registry, driver: StorageDriver) -> None:
+    shared = buildkit.single_image("amd64", marker="shared")
+    for name in ("r/one", "r/two"):
+        await push(registry, name, shared, "1")  # stored once, needed by both: deduplicated
+    await push(registry, "r/one", buildkit.single_image("arm64", marker="gone"))  # untagged garbage
+    lone = buildkit.digest_of(b"an orphan blob")
+    await registry.put_blob("r/two", lone, _body(b"an orphan blob"), 14)
+    age(driver, 2 * HOUR)
+
+    report = await collect(driver, delete_untagged=True)
+
+    walked = await usage.measure(registry)
+    assert report.blobs_deleted > 1 and report.blobs_stored == len(walked.blobs)
+    assert report.bytes_stored == walked.stored
+    assert report.bytes_deduplicated == walked.logical - walked.stored > 0
+    saved = (await state.load(driver)).last()
+    assert saved is not None and saved["bytes_stored"] == walked.stored
+
+
+@pytest.mark.parametrize("offline", [False, True])
+async def test_an_online_collection_holds_few_stripes_at_once(
+    registry: Registry, driver: StorageDriver, offline: bool
+) -> None:
+    for i in range(40):  # garbage in many stripes: blobs, and untagged manifests
+        await push(registry, "r/many", buildkit.single_image("amd64", marker=f"gone {i}"))
+    age(driver, 2 * HOUR)
+    held = most = 0
+
+    class Counting:
+        def __getattr__(self, name: str) -> object:
+            return getattr(driver, name)
+
+        @contextlib.asynccontextmanager
+        async def lock(self, path: str, **kwargs: object) -> AsyncIterator[None]:
+            nonlocal held, most
+            async with driver.lock(path, **kwargs):  # type: ignore[arg-type]
+                exclusive = path.startswith("kura/locks/blobs/") and not kwargs.get("shared")
+                held += exclusive
+                most = max(most, held)
+                await asyncio.sleep(0.001)  # the sweep of a stripe takes a while: others may start
+                try:
+                    yield
+                finally:
+                    held -= exclusive
+
+    settings = collector.Settings(grace=HOUR, delete_untagged=True, offline=offline, trash_delay=0.0)
+    report = await collector.collect(Counting(), settings)  # type: ignore[arg-type]
+
+    assert report.manifests_deleted == 40 and report.blobs_deleted > 80
+    assert most == (sweep.PARALLEL if offline else sweep.ONLINE_PARALLEL)
+
+
+async def test_blobs_swept_in_many_batches_while_the_walk_goes_on(
+    registry: Registry, driver: StorageDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(collector, "BATCH", 3)
+    kept = buildkit.single_image("amd64", marker="kept")
+    await push(registry, "r/batches", kept, "v1")
+    gone = [buildkit.single_image("arm64", marker=f"gone {i}") for i in range(12)]
+    for image in gone:
+        await push(registry, "r/batches", image)
+    age(driver, 2 * HOUR)
+
+    report = await collector.collect(driver, collector.Settings(grace=HOUR, delete_untagged=True))
+
+    garbage = {d for image in gone for d in image.blobs} - set(kept.blobs)
+    assert len(garbage) > 3 * collector.BATCH
+    assert not any([await _stored(driver, d) for d in garbage])
+    assert report.blobs_deleted == len(garbage) + len(gone)  # their blobs and manifests
+    assert report.repositories["r/batches"].layer_links == len(garbage)
+    assert await manifest_ok(registry, "r/batches", "v1")
+    layers = await driver.list(paths.join(paths.layers("r/batches"), "sha256"))
+    assert sorted(layers) == sorted(Digest.parse(d).hex for d in kept.blobs)

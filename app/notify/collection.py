@@ -1,0 +1,71 @@
+"""Events for what a garbage collection removed: registry:2's ``delete`` events, one per tag a
+retention policy removed and one per manifest deleted, spooled for every endpoint that takes deletes.
+
+registry:2 sends none (its GC is offline), so a receiver that mirrors the registry's content (a
+scanner's database, a replica's index) never learns that an image went. These are the events an API
+``DELETE`` of the same tag or manifest makes, with the same ``target`` (only ``repository`` and
+``tag`` or ``digest``), so such a receiver needs no new code. No request caused them: ``request`` has
+one ``id`` for the whole run, an empty ``method`` and the user agent ``kura-gc``; ``actor`` is empty.
+
+They are appended to the endpoints' spools through the storage driver, from whichever process ran
+the collection (a worker's child, or ``kura garbage-collect``), after the removals, and the server's
+delivery sends them as any other event: a collection run while the server is stopped is delivered
+when it starts. ``ignore.actions: [delete]`` spares an endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from app.config import Settings
+from app.notify.config import Endpoint
+from app.notify.event import compact, target, timestamp
+from storage import Spool, StorageDriver
+from storage.gc.report import Report
+
+USER_AGENT = "kura-gc"
+
+
+def _wants(endpoint: Endpoint) -> bool:
+    return "delete" not in endpoint.ignore.actions and None not in endpoint.ignored_media_types
+
+
+def targets(report: Report) -> Iterator[dict[str, Any]]:
+    """Per repository in name order: its removed tags, then its deleted manifests."""
+    for name in sorted(report.repositories):
+        removed = report.repositories[name]
+        for tag, _ in removed.untagged:
+            yield target(name, tag=tag)
+        for digest in removed.manifests:
+            yield target(name, digest=str(digest))
+
+
+async def spool(settings: Settings, driver: StorageDriver, report: Report) -> int:
+    """Spool the run's events (none for a dry run); returns how many were spooled."""
+    endpoints = [e for e in settings.notifications.active if _wants(e)]
+    if report.dry_run or not endpoints:
+        return 0
+    spools = [Spool.of_endpoint(driver, e.spool_name) for e in endpoints]
+    request = {"id": str(uuid.uuid4()), "method": "", "useragent": USER_AGENT}
+    source = compact({"addr": f"{socket.gethostname()}:{settings.listen()[1]}", "instanceID": str(uuid.uuid4())})
+    count = 0
+    for event_target in targets(report):
+        event = {
+            "id": str(uuid.uuid4()),
+            "timestamp": timestamp(time.time_ns()),
+            "action": "delete",
+            "target": event_target,
+            "request": request,
+            "actor": {},
+            "source": source,
+        }
+        data = json.dumps(event, ensure_ascii=False).encode()
+        for one in spools:
+            await one.append(data)
+        count += 1
+    return count
