@@ -3,9 +3,10 @@ server's schedule, which runs the same collection online, every ``kura.gc.interv
 a time among all worker processes (the leader lock), and purges stale uploads every
 ``storage.maintenance.uploadpurging.interval``.
 
-On the filesystem driver the server runs each collection as a child process at the lowest CPU and
-disk priority (``app.priority``: SCHED_IDLE, the idle I/O class), so requests win every contention for
-a core or the disk while it marks and sweeps; other drivers (in-memory: one process by nature) run it
+On the filesystem driver the server runs each collection as a child process at a low CPU and disk
+priority (``app.priority``: SCHED_BATCH at nice 19, the lowest best-effort I/O level), so requests win
+most contentions for a core or the disk while it marks and sweeps, yet it still finishes on a busy
+machine; other drivers (in-memory: one process by nature) run it
 in the worker itself.
 """
 
