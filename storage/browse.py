@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from storage import links, paths, tags
 from storage.digest import Digest
-from storage.driver import PathNotFound, StorageDriver
-from storage.errors import ManifestUnknown, NameUnknown, ReadOnly, StorageError
+from storage.driver import StorageDriver
+from storage.errors import ManifestUnknown, NameUnknown, ReadOnly
 from storage.gc import state
 from storage.names import Name, validate_tag
 from storage.registry import Registry
@@ -44,30 +44,10 @@ class HistoryEntry:
     present: bool  # the manifest is still stored in the repository: the tag can be pointed back at it
 
 
-async def _digests_under(driver: StorageDriver, directory: str) -> list[Digest]:
-    """The ``<alg>/<hex>`` entries below a ``_layers`` or ``revisions`` directory (links not checked)."""
-    found: list[Digest] = []
-    try:
-        algorithms = await driver.list(directory)
-    except PathNotFound:
-        return found
-    for algorithm in algorithms:
-        try:
-            hexes = await driver.list(paths.join(directory, algorithm))
-        except PathNotFound:
-            continue
-        for encoded in hexes:
-            try:
-                found.append(Digest.parse(f"{algorithm}:{encoded}"))
-            except StorageError:
-                continue  # not one of ours
-    return found
-
-
 async def linked_blobs(driver: StorageDriver, name: Name) -> dict[Digest, int]:
     """The blobs the repository links (layer links and manifest revisions), with their sizes."""
-    layers = await _digests_under(driver, paths.layers(name))
-    revisions = await _digests_under(driver, paths.manifest_revisions(name))
+    layers = await links.digests_under(driver, paths.layers(name))
+    revisions = await links.digests_under(driver, paths.manifest_revisions(name))
     link_paths = [paths.layer_link(name, d) for d in layers]
     link_paths += [paths.manifest_revision_link(name, d) for d in revisions]
     candidates = layers + revisions
@@ -189,7 +169,7 @@ async def history(registry: Registry, name: str, tag: str) -> list[HistoryEntry]
     if current is None:
         raise ManifestUnknown("manifest unknown", {"tag": tag})
     index = paths.join(paths.tag_dir(repository, tag), "index")
-    digests = await _digests_under(driver, index)
+    digests = await links.digests_under(driver, index)
     infos = await driver.stat_many([paths.tag_index_link(repository, tag, d) for d in digests])
     entries = [(d, info) for d, info in zip(digests, infos, strict=True) if info is not None]
     stored = await driver.stat_many(

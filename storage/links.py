@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from storage import paths
 from storage.digest import Digest
 from storage.driver import PathNotFound, StorageDriver
 from storage.errors import StorageError
@@ -29,3 +30,23 @@ async def ensure(driver: StorageDriver, path: str, digest: Digest) -> None:
     """Write the link unless it already says ``digest`` (a rewrite would cost two fsyncs)."""
     if await read(driver, path) != digest:
         await write(driver, path, digest)
+
+
+async def digests_under(driver: StorageDriver, directory: str) -> list[Digest]:
+    """The ``<alg>/<hex>`` entries below a ``_layers`` or ``revisions`` directory (links not checked)."""
+    found: list[Digest] = []
+    try:
+        algorithms = await driver.list(directory)
+    except PathNotFound:
+        return found
+    for algorithm in algorithms:
+        try:
+            hexes = await driver.list(paths.join(directory, algorithm))
+        except PathNotFound:
+            continue
+        for encoded in hexes:
+            try:
+                found.append(Digest.parse(f"{algorithm}:{encoded}"))
+            except StorageError:
+                continue  # not one of ours
+    return found

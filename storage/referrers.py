@@ -11,10 +11,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from storage import mediatypes, paths, tags
+from storage import links, mediatypes, paths, tags
 from storage.digest import Digest
 from storage.driver import PathNotFound, StorageDriver
-from storage.errors import StorageError
 from storage.names import Name
 
 
@@ -66,18 +65,7 @@ def _get(document: dict[str, Any], key: str, field: str) -> str | None:
 
 async def revision_digests(driver: StorageDriver, name: Name) -> list[Digest]:
     """Live revisions: a deleted manifest leaves its directory behind, without the link file."""
-    candidates: list[Digest] = []
-    root = paths.manifest_revisions(name)
-    for algorithm in ("sha256", "sha512"):
-        try:
-            hexes = await driver.list(paths.join(root, algorithm))
-        except PathNotFound:
-            continue
-        for encoded in hexes:
-            try:
-                candidates.append(Digest.parse(f"{algorithm}:{encoded}"))
-            except StorageError:
-                continue
+    candidates = await links.digests_under(driver, paths.manifest_revisions(name))
     found = await driver.stat_many([paths.manifest_revision_link(name, d) for d in candidates])
     return [digest for digest, link in zip(candidates, found, strict=True) if link is not None]
 
