@@ -24,7 +24,7 @@ import platform
 
 log = logging.getLogger("kura.gc")
 
-NICENESS = 19  # where SCHED_IDLE is refused or missing
+NICENESS = 19  # with SCHED_BATCH, or alone where that policy is refused
 # ioprio_set(2) has no libc wrapper: its syscall numbers (asm/unistd.h) on the architectures Kura ships for
 IOPRIO_SET = {"x86_64": 251, "aarch64": 30}
 IOPRIO_WHO_PROCESS = 1

@@ -137,8 +137,8 @@ class StorageDriver(Protocol):
 
     async def delete_many(self, paths: Sequence[str]) -> None:
         """``delete`` each path in one round trip; missing ones are skipped. For garbage (what collection
-        sweeps under its locks, an upload done with): a directory need not disappear at once and whole. Listing a directory's
-        files before the directory saves the driver from looking inside it."""
+        sweeps under its locks, an upload done with): a directory need not disappear at once and whole.
+        Listing a directory's files before the directory saves the driver from looking inside it."""
         ...
 
     def walk(self, path: str) -> AsyncIterator[FileInfo]:

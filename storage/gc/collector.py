@@ -104,10 +104,10 @@ class Collection:
     doomed: list[sweep.Revision] = field(default_factory=list)
     dangling: list[sweep.Revision] = field(default_factory=list)
     doomed_documents: dict[tuple[str, Digest], mark.Document] = field(default_factory=dict)
-    deleting: asyncio.TaskGroup = field(default_factory=asyncio.TaskGroup)  # the doomed revisions' deletions
+    deleting: asyncio.TaskGroup = field(init=False)  # the doomed revisions' deletions, made by run()
     policies_run: set[str] = field(default_factory=set)
     pulls: bool = True  # whether any pull marker exists
-    room: asyncio.Semaphore | None = None  # bounds the stripes held at once, over all sweeps (online)
+    room: asyncio.Semaphore = field(init=False)  # bounds the stripes held at once, over all sweeps
     report: Report = field(init=False)
     cutoff_ns: int = field(init=False)
 
@@ -115,8 +115,10 @@ class Collection:
         grace = 0.0 if self.settings.offline else self.settings.grace
         self.cutoff_ns = self.t0_ns - int(grace * 1e9)
         self.report = Report(self.t0_ns, grace, self.settings.dry_run, self.settings.offline)
-        if not self.settings.offline:
-            self.room = asyncio.Semaphore(sweep.ONLINE_PARALLEL)
+        # Shared by every sweep of the run, offline too: the doomed revisions' deletions overlap each
+        # other and the blob sweep, and sweeps with a room each would queue on each other's stripe
+        # locks past LOCK_WAIT and postpone what an offline run must delete.
+        self.room = asyncio.Semaphore(sweep.PARALLEL if self.settings.offline else sweep.ONLINE_PARALLEL)
 
     @property
     def dry(self) -> bool:
