@@ -107,7 +107,7 @@ class Collection:
     deleting: asyncio.TaskGroup = field(init=False)  # the doomed revisions' deletions, made by run()
     policies_run: set[str] = field(default_factory=set)
     pulls: bool = True  # whether any pull marker exists
-    room: asyncio.Semaphore = field(init=False)  # bounds the stripes held at once, over all sweeps
+    room: asyncio.Semaphore | None = None  # bounds the stripes held at once, over all sweeps (online)
     report: Report = field(init=False)
     cutoff_ns: int = field(init=False)
 
@@ -115,10 +115,8 @@ class Collection:
         grace = 0.0 if self.settings.offline else self.settings.grace
         self.cutoff_ns = self.t0_ns - int(grace * 1e9)
         self.report = Report(self.t0_ns, grace, self.settings.dry_run, self.settings.offline)
-        # Shared by every sweep of the run, offline too: the doomed revisions' deletions overlap each
-        # other and the blob sweep, and sweeps with a room each would queue on each other's stripe
-        # locks past LOCK_WAIT and postpone what an offline run must delete.
-        self.room = asyncio.Semaphore(sweep.PARALLEL if self.settings.offline else sweep.ONLINE_PARALLEL)
+        if not self.settings.offline:
+            self.room = asyncio.Semaphore(sweep.ONLINE_PARALLEL)
 
     @property
     def dry(self) -> bool:

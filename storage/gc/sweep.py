@@ -11,6 +11,7 @@ window, and erasing (a recursive delete) happens later, off the lock.
 from __future__ import annotations
 
 import asyncio
+import posixpath
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -212,8 +213,8 @@ async def dangling_revisions(
     async def work(group: list[Revision]) -> None:
         stats = await driver.stat_many([paths.blob_data(r.digest) for r in group])
         gone = [r for r, info in zip(group, stats, strict=True) if info is None]
-        directories = [paths.join(paths.manifest_revisions(r.name), r.digest.algorithm, r.digest.hex) for r in gone]
-        await driver.delete_many([p for d in directories for p in (paths.join(d, "link"), d)])
+        links = [paths.manifest_revision_link(r.name, r.digest) for r in gone]
+        await driver.delete_many([p for link in links for p in (link, posixpath.dirname(link))])
         removed.extend(gone)
 
     await by_stripe(driver, found, lambda r: r.digest, work, room)
@@ -222,5 +223,5 @@ async def dangling_revisions(
 
 def _layer_link_dir(link: Revision) -> tuple[str, str]:
     """A layer link file and its directory, in the order delete_many removes them fastest."""
-    directory = paths.join(paths.layers(link.name), link.digest.algorithm, link.digest.hex)
-    return paths.join(directory, "link"), directory
+    file = paths.layer_link(link.name, link.digest)
+    return file, posixpath.dirname(file)
