@@ -148,6 +148,11 @@ def make_root(root: str) -> None:
         raise ConfigError(f"cannot create the storage root {root}: {exc.strerror}") from None
 
 
+def _address(host: str, port: int) -> str:
+    """``host:port`` as config.yml and URLs write it: an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def serve(args: argparse.Namespace) -> int:
     settings = resolve(args)
     make_root(settings.root)
@@ -167,20 +172,19 @@ def serve(args: argparse.Namespace) -> int:
     else:
         sockets = listening_sockets(host, port, workers)
     host, port = sockets[0].getsockname()[:2]
-    settings.http.addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # what port 0 became
+    settings.http.addr = _address(host, port)  # what port 0 became
     if args.debug_fd is not None:
         debug_sockets = inherited_sockets(args.debug_fd, workers, "--debug-fd")
     else:
         debug_sockets = listening_sockets(*debug, workers) if debug else []
     if debug_sockets:
         debug = debug_sockets[0].getsockname()[:2]
-        settings.http.debug.addr = f"{debug[0]}:{debug[1]}"
+        settings.http.debug.addr = _address(*debug)
     tls = (settings.http.model_extra or {}).get("tls")
     scheme = "https" if isinstance(tls, dict) and tls.get("certificate") else "http"
     print(
-        f"kura: serving {scheme}://{host}:{port}/v2/ with root {settings.root} "
-        f"({workers} worker{'s' * (workers > 1)})"
-        + (f"; debug server on http://{debug[0]}:{debug[1]}/" if debug else ""),
+        f"kura: serving {scheme}://{_address(host, port)}/v2/ with root {settings.root} "
+        f"({workers} worker{'s' * (workers > 1)})" + (f"; debug server on http://{_address(*debug)}/" if debug else ""),
         file=sys.stderr,
         flush=True,
     )

@@ -163,3 +163,14 @@ class TestListeningSockets:
             inherited_sockets(os.dup(idle.fileno()), 1, "--fd")
         with open(os.devnull) as f, pytest.raises(ConfigError, match="--fd"):
             inherited_sockets(f.fileno(), 1, "--fd")
+
+
+@pytest.mark.parametrize(("host", "written"), [("127.0.0.1", "127.0.0.1:5001"), ("::1", "[::1]:5001")])
+def test_a_bound_address_is_written_as_config_and_urls_take_it(host: str, written: str) -> None:
+    """What ``serve`` writes back into http.addr / http.debug.addr and prints as URLs: an IPv6 host bracketed."""
+    from app.cli import _address
+    from app.config import _host_port
+
+    assert _address(host, 5001) == written
+    assert _host_port("http.debug.addr", written) == (host, 5001)
+    assert httpx.URL(f"http://{written}/").host == host
