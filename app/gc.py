@@ -6,8 +6,8 @@ a time among all worker processes (the leader lock), and purges stale uploads ev
 On the filesystem driver the server runs each collection as a child process at a low CPU and disk
 priority (``app.priority``: SCHED_BATCH at nice 19, the lowest best-effort I/O level), so requests win
 most contentions for a core or the disk while it marks and sweeps, yet it still finishes on a busy
-machine; other drivers (in-memory: one process by nature) run it
-in the worker itself.
+machine. While the server's workers are busy it also keeps to a CPU budget (``app.pace``,
+``kura.gc.busycores``). Other drivers (in-memory: one process by nature) run it in the worker itself.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from app.config import SETTINGS_ENV, Settings
 
 if TYPE_CHECKING:
+    from app.pace import Pace
     from storage import StorageDriver
     from storage.gc import collector
     from storage.gc.report import Report
@@ -65,6 +66,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def command(args: argparse.Namespace) -> int:
+    from app import pace as pacing
     from storage import drivers
     from storage.driver import Busy
     from storage.gc import collector, duration
@@ -74,6 +76,7 @@ def command(args: argparse.Namespace) -> int:
 
         priority.lower()  # the server's own run: before the driver starts its threads, which inherit it
     settings = _settings(args)
+    pace = pacing.for_server(settings.kura.gc.busycores) if args.settings_env else None
     logging.basicConfig(
         level=logging.WARNING if args.quiet and not args.settings_env else logging.INFO,
         format="kura gc: %(message)s",
@@ -98,7 +101,7 @@ def command(args: argparse.Namespace) -> int:
     async def run() -> str:
         driver = drivers.create("filesystem", {"rootdirectory": settings.root})
         try:
-            report = await collected(settings, driver, options)
+            report = await collected(settings, driver, options, pace)
         finally:
             await driver.close()
         return report.render(quiet=args.quiet or args.settings_env)
@@ -112,17 +115,22 @@ def command(args: argparse.Namespace) -> int:
         return 1
     if args.settings_env:
         log.info("%s", output.strip())  # the server's own run: into its log
+        if pace is not None and pace.waited:
+            log.info("gave way to requests for %.1fs", pace.waited)
     else:
         print(output, end="")
     return 0
 
 
-async def collected(settings: Settings, driver: StorageDriver, options: collector.Settings) -> Report:
-    """One collection, observed, with its notification events spooled."""
+async def collected(
+    settings: Settings, driver: StorageDriver, options: collector.Settings, pace: Pace | None = None
+) -> Report:
+    """One collection (paced by ``pace``, ``app.pace``), observed, with its notification events spooled."""
     from app.notify import collection
     from storage.gc import collector
 
-    report = await observed(collector.collect(driver, options), bool(options.retention))
+    run = collector.collect(driver, options) if pace is None else collector.collect(driver, options, pace)
+    report = await observed(run, bool(options.retention))
     await collection.spool(settings, driver, report)
     return report
 
@@ -196,7 +204,12 @@ async def _schedule(settings: Settings, registry: Any) -> None:
 
 
 async def _collect_in_child(settings: Settings) -> None:
+    from app.pace import SERVER_PID_ENV
+
+    # The collection gives way to this server's requests (app.pace): a supervised worker has named
+    # its supervisor; a single worker is the server.
     env = dict(os.environ, **{SETTINGS_ENV: settings.model_dump_json()})
+    env.setdefault(SERVER_PID_ENV, str(os.getpid()))
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

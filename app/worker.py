@@ -21,6 +21,7 @@ from types import FrameType
 from typing import Any
 
 from app.config import SETTINGS_ENV, ConfigError, Settings
+from app.pace import SERVER_PID_ENV
 
 _PR_SET_PDEATHSIG = 1
 
@@ -124,6 +125,7 @@ def _stopped(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str]) -> int:
     fds, parent = [int(fd) for fd in argv[0].split(",")], int(argv[1])
     die_with(parent)
+    os.environ[SERVER_PID_ENV] = str(parent)  # the server whose load its collections give way to (app.pace)
     settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
     sockets = [socket.socket(fileno=fd) for fd in fds]
     serve(settings, sockets[0], sockets[1] if len(sockets) > 1 else None)

@@ -73,10 +73,11 @@ class Settings:
         return dataclasses.replace(configured, **overrides)
 
 
-async def collect(driver: StorageDriver, settings: Settings) -> Report:
-    """Run one collection; ``storage.driver.Busy`` when another collector holds the leader lock."""
+async def collect(driver: StorageDriver, settings: Settings, pace: sweep.Pace = sweep.unpaced) -> Report:
+    """Run one collection, each unit of its work once ``pace`` allows (``sweep.Pace``);
+    ``storage.driver.Busy`` when another collector holds the leader lock."""
     async with state.leader(driver):
-        return await Collection(driver, settings).run()
+        return await Collection(driver, settings, pace=pace).run()
 
 
 @dataclass(slots=True)
@@ -108,6 +109,7 @@ class Collection:
     policies_run: set[str] = field(default_factory=set)
     pulls: bool = True  # whether any pull marker exists
     room: asyncio.Semaphore | None = None  # bounds the stripes held at once, over all sweeps (online)
+    pace: sweep.Pace = sweep.unpaced
     report: Report = field(init=False)
     cutoff_ns: int = field(init=False)
 
@@ -137,7 +139,7 @@ class Collection:
                 self.report.grace = floor
                 self.cutoff_ns = self.t0_ns - int(floor * 1e9)
         saved = await state.load(self.driver)
-        trash = sweep.Trash(self.driver, self.t0_ns, erase=self.settings.offline)
+        trash = sweep.Trash(self.driver, self.t0_ns, erase=self.settings.offline, pace=self.pace)
         if not self.dry:
             self.report.trash_emptied = await trash.empty(self.t0_ns - int(self.settings.trash_delay * 1e9))
         self.pulls = (await self.driver.stat_many([inventory.PULLS]))[0] is not None
@@ -151,6 +153,7 @@ class Collection:
                 if len(self.doomed) >= DOOMED_BATCH:
                     self._delete_doomed()
                 await asyncio.sleep(0)
+                await self.pace()
             self._delete_doomed()
         await self._manifests()
         await self._blobs(trash)
@@ -243,7 +246,7 @@ class Collection:
 
     async def _delete(self, doomed: list[sweep.Revision], documents: dict[tuple[str, Digest], mark.Document]) -> None:
         """Delete doomed revisions, a stripe at a time; keep what was touched."""
-        deleted = await sweep.manifests(self.driver, doomed, self.cutoff_ns, self.pulls, self.room)
+        deleted = await sweep.manifests(self.driver, doomed, self.cutoff_ns, self.pulls, self.room, self.pace)
         for revision in set(doomed) - set(deleted):
             self._keep(documents.get((revision.name, revision.digest)), revision.digest)
         self.report.postponed += len(doomed) - len(deleted)
@@ -253,7 +256,7 @@ class Collection:
     async def _manifests(self) -> None:
         """Once every doomed revision is deleted: the revision links without a manifest go too."""
         if not self.dry:
-            for revision in await sweep.dangling_revisions(self.driver, self.dangling, self.room):
+            for revision in await sweep.dangling_revisions(self.driver, self.dangling, self.room, self.pace):
                 self.leftovers[revision.name].dangling += 1
         for name, left in self.leftovers.items():
             self.report.repository(name).manifests = sorted(left.deleted, key=str)
@@ -320,6 +323,7 @@ class Collection:
         batch: list[sweep.Candidate] = []
         previous: asyncio.Task[None] | None = None
         async for digest, info in inventory.blobs(self.driver, self.needed):
+            await self.pace()
             self.report.blobs_seen += 1
             if info is None:
                 self.report.blobs_marked += 1
@@ -342,7 +346,7 @@ class Collection:
         if self.dry:
             swept = batch
         else:
-            done = await sweep.blobs(self.driver, batch, self.cutoff_ns, trash, orphans or (), self.room)
+            done = await sweep.blobs(self.driver, batch, self.cutoff_ns, trash, orphans or (), self.room, self.pace)
             swept, self.unlinked = done.blobs, self.unlinked + done.links
             self.report.postponed += done.postponed
         for candidate in swept:
@@ -366,6 +370,7 @@ class Collection:
                     attributed.add(digest)
             revisions_left = left.revisions - len(left.deleted) - left.dangling
             if not left.tags_or_uploads and revisions_left == 0 and report.layer_links == left.layer_count:
+                await self.pace()
                 report.removed = self.dry or await self._remove_if_empty(name)
         unlinked = self.report.repository(NO_REPOSITORY)
         for digest, blob_size in self.swept.items():

@@ -12,6 +12,7 @@
         deleteuntagged: false    # remove manifests no tag reaches (after the grace period)
         orphanreferrers: true    # remove untagged referrers whose subject is gone (after the grace period)
         trashdelay: 1h           # swept blobs wait in <root>/kura/trash this long before they are erased
+        busycores: 0.1           # CPU the server's collection may use while its workers are busy (0: any)
       retention:
         - repositories: ["ci/**"]
           keep:                  # a tag stays when ANY rule keeps it; conditions inside a rule are AND-ed
@@ -94,3 +95,4 @@ class GCConfig(_Section):
     deleteuntagged: bool = False
     orphanreferrers: bool = True
     trashdelay: Seconds = 3600.0
+    busycores: float = Field(0.1, ge=0)  # CPU a server's own collection may use while its workers are busy; 0: any

@@ -32,6 +32,15 @@ PARALLEL = (
 # (renames, no discards to overlap), so more stripes at once would gain little.
 ONLINE_PARALLEL = 2
 LOCK_WAIT = 5.0  # a stripe held longer than this by requests is postponed, not waited for
+ERASE_BATCH = 256  # trashed blobs erased at a time, paced between batches
+
+# Awaited before each unit of a collection's work (a stripe, a repository, a blob): it returns at once,
+# or later when the server it runs beside wants the machine (app.pace). Never awaited under a lock.
+Pace = Callable[[], Awaitable[None]]
+
+
+async def unpaced() -> None:
+    """The pace of a collection with no server beside it: never wait."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +69,11 @@ async def by_stripe(
     digest: Callable[[T], Digest],
     work: Callable[[list[T]], Awaitable[None]],
     room: asyncio.Semaphore | None = None,
+    pace: Pace = unpaced,
 ) -> list[T]:
     """Run ``work`` on the items of each stripe (by their blob's digest) while holding it exclusively,
-    as many stripes at once as ``room`` lets (PARALLEL without); returns the items of stripes that
-    stayed busy (postponed)."""
+    as many stripes at once as ``room`` lets (PARALLEL without), each once ``pace`` allows; returns
+    the items of stripes that stayed busy (postponed)."""
     stripes: dict[str, list[T]] = {}
     for item in items:
         stripes.setdefault(touch.stripe(digest(item)), []).append(item)
@@ -74,6 +84,7 @@ async def by_stripe(
 
     async def one(lock: str, group: list[T]) -> None:
         async with room:
+            await pace()
             try:
                 async with driver.lock(lock, shared=False, wait=LOCK_WAIT, create=True):
                     await work(group)
@@ -87,10 +98,11 @@ async def by_stripe(
 class Trash:
     """``kura/trash/<T0>/``. ``erase=True`` (offline: nothing can be reading) erases blobs at once instead."""
 
-    def __init__(self, driver: StorageDriver, t0_ns: int, erase: bool = False) -> None:
+    def __init__(self, driver: StorageDriver, t0_ns: int, erase: bool = False, pace: Pace = unpaced) -> None:
         self.driver = driver
         self.directory = paths.join(state.TRASH, str(t0_ns))
         self.erase = erase
+        self.pace = pace
 
     async def put(self, digests: list[Digest], garbage: Sequence[str] = ()) -> Sequence[bool]:
         """Move the blobs in, and delete the ``garbage`` paths (as ``delete_many``); whether each blob was there."""
@@ -113,12 +125,25 @@ class Trash:
         erased = 0
         for run in runs:
             if run.isdigit() and int(run) < older_than_ns:
-                try:
-                    await self.driver.delete(paths.join(state.TRASH, run))
-                    erased += 1
-                except PathNotFound:
-                    pass
+                await self._erase(paths.join(state.TRASH, run))
+                erased += 1
         return erased
+
+    async def _erase(self, directory: str) -> None:
+        """Erase one run's trash a batch of blobs at a time, paced: freeing blocks is most of a
+        collection's disk work, and a beside server's requests wait on the same disk."""
+        try:
+            entries = await self.driver.list(directory)
+        except PathNotFound:
+            return
+        for start in range(0, len(entries), ERASE_BATCH):
+            await self.pace()
+            batch = [paths.join(directory, e) for e in entries[start : start + ERASE_BATCH]]
+            await self.driver.delete_many([p for entry in batch for p in (paths.join(entry, "data"), entry)])
+        try:
+            await self.driver.delete(directory)
+        except PathNotFound:
+            pass
 
 
 @dataclass(slots=True)
@@ -137,6 +162,7 @@ async def blobs(
     trash: Trash,
     orphans: Sequence[Revision] = (),
     room: asyncio.Semaphore | None = None,
+    pace: Pace = unpaced,
 ) -> Swept:
     """Move the candidates that are still old into the trash, and remove the ``orphans`` (layer links
     nothing needs) whose blob is not stored once that is done, a stripe at a time: one lock, one stat
@@ -163,7 +189,7 @@ async def blobs(
         done.links += links
 
     items: list[Candidate | Revision] = [*candidates, *orphans]
-    busy = await by_stripe(driver, items, lambda item: item.digest, work, room)
+    busy = await by_stripe(driver, items, lambda item: item.digest, work, room, pace)
     done.postponed += sum(1 for item in busy if isinstance(item, Candidate))
     return done
 
@@ -174,6 +200,7 @@ async def manifests(
     cutoff_ns: int,
     pulled: bool = True,
     room: asyncio.Semaphore | None = None,
+    pace: Pace = unpaced,
 ) -> list[Revision]:
     """Delete revisions (their directory, the tag history entries and pull markers naming them) whose
     link and manifest are both still older than the cutoff: a push of the same manifest since, or an
@@ -200,12 +227,12 @@ async def manifests(
             deleted.append(revision)
         await driver.delete_many(going)
 
-    await by_stripe(driver, doomed, lambda r: r.digest, work, room)
+    await by_stripe(driver, doomed, lambda r: r.digest, work, room, pace)
     return deleted
 
 
 async def dangling_revisions(
-    driver: StorageDriver, found: list[Revision], room: asyncio.Semaphore | None = None
+    driver: StorageDriver, found: list[Revision], room: asyncio.Semaphore | None = None, pace: Pace = unpaced
 ) -> list[Revision]:
     """Remove the revision links whose manifest is not stored, checked under the lock."""
     removed: list[Revision] = []
@@ -217,7 +244,7 @@ async def dangling_revisions(
         await driver.delete_many([p for link in links for p in (link, posixpath.dirname(link))])
         removed.extend(gone)
 
-    await by_stripe(driver, found, lambda r: r.digest, work, room)
+    await by_stripe(driver, found, lambda r: r.digest, work, room, pace)
     return removed
 
 

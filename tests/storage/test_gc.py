@@ -398,3 +398,71 @@ async def test_blobs_swept_in_many_batches_while_the_walk_goes_on(
     assert await manifest_ok(registry, "r/batches", "v1")
     layers = await driver.list(paths.join(paths.layers("r/batches"), "sha256"))
     assert sorted(layers) == sorted(Digest.parse(d).hex for d in kept.blobs)
+
+
+async def test_a_paced_collection_waits_only_between_units_and_removes_the_same(
+    registry: Registry, driver: StorageDriver
+) -> None:
+    kept = buildkit.single_image("amd64", marker="kept")
+    await push(registry, "r/paced", kept, "v1")
+    for i in range(20):
+        await push(registry, "r/paced", buildkit.single_image("arm64", marker=f"gone {i}"))
+    for i in range(3):
+        await push(registry, f"r/empty{i}", buildkit.single_image("arm64", marker=f"alone {i}"))
+    age(driver, 2 * HOUR)
+    held: dict[object, list[str]] = {}  # the locks each task holds
+    calls = 0
+
+    class Locking:
+        def __getattr__(self, name: str) -> object:
+            return getattr(driver, name)
+
+        @contextlib.asynccontextmanager
+        async def lock(self, path: str, **kwargs: object) -> AsyncIterator[None]:
+            mine = held.setdefault(asyncio.current_task(), [])
+            async with driver.lock(path, **kwargs):  # type: ignore[arg-type]
+                mine.append(path)
+                try:
+                    yield
+                finally:
+                    mine.remove(path)
+
+    async def pace() -> None:
+        nonlocal calls
+        mine = [p for p in held.get(asyncio.current_task(), []) if p != state.LEADER]  # no request takes that one
+        assert not mine, f"a collection gave way while holding {mine}, which requests may wait for"
+        calls += 1
+        await asyncio.sleep(0.0005)  # gives way for real: others run meanwhile
+
+    settings = collector.Settings(grace=HOUR, delete_untagged=True, trash_delay=0.0)
+    report = await collector.collect(Locking(), settings, pace)  # type: ignore[arg-type]
+
+    assert report.manifests_deleted == 23 and report.repositories_seen == 4
+    assert calls >= report.repositories_seen + report.blobs_seen  # a repository and a blob are units
+    assert sorted(n for n, r in report.repositories.items() if r.removed) == ["r/empty0", "r/empty1", "r/empty2"]
+    assert await manifest_ok(registry, "r/paced", "v1")
+    swept = report.repositories["r/paced"].blobs
+    assert report.blobs_deleted > 40 and not any([await _stored(driver, str(d)) for d in swept])
+
+
+async def test_an_earlier_runs_trash_is_erased_a_paced_batch_at_a_time(
+    registry: Registry, driver: StorageDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sweep, "ERASE_BATCH", 4)
+    for i in range(10):
+        await push(registry, "r/trash", buildkit.single_image("arm64", marker=f"gone {i}"))
+    age(driver, 2 * HOUR)
+    first = await collector.collect(driver, collector.Settings(grace=HOUR, delete_untagged=True))
+    trashed = await driver.list(paths.join(state.TRASH, str(first.t0_ns)))
+    assert len(trashed) == first.blobs_deleted > 8
+    calls = 0
+
+    async def pace() -> None:
+        nonlocal calls
+        calls += 1
+
+    second = await collector.collect(driver, collector.Settings(grace=HOUR, trash_delay=0.0), pace)
+
+    assert second.trash_emptied == 1
+    assert (await driver.stat_many([paths.join(state.TRASH, str(first.t0_ns))]))[0] is None
+    assert calls >= len(trashed) // 4  # one before each batch, at least
