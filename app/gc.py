@@ -131,7 +131,10 @@ async def collected(
 
     run = collector.collect(driver, options) if pace is None else collector.collect(driver, options, pace)
     report = await observed(run, bool(options.retention))
-    await collection.spool(settings, driver, report)
+    try:
+        await collection.spool(settings, driver, report)
+    except Exception:  # the removals are done: the run's report and metrics stand
+        log.exception("the collection's notification events could not all be spooled")
     return report
 
 

@@ -10,16 +10,18 @@ one ``id`` for the whole run, an empty ``method`` and the user agent ``kura-gc``
 They are appended to the endpoints' spools through the storage driver, from whichever process ran
 the collection (a worker's child, or ``kura garbage-collect``), after the removals, and the server's
 delivery sends them as any other event: a collection run while the server is stopped is delivered
-when it starts. ``ignore.actions: [delete]`` spares an endpoint.
+when it starts. ``ignore.actions: [delete]`` spares an endpoint. A run whose events cannot be
+spooled (a full disk) still counts as done: its removals are made, and the failure is logged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 from app.config import Settings
@@ -29,6 +31,10 @@ from storage import Spool, StorageDriver
 from storage.gc.report import Report
 
 USER_AGENT = "kura-gc"
+# Each record is its own durable file (an fsync each): several at once overlap their disk waits, so a
+# run that deleted thousands of manifests spools in seconds. The records still sort in event order.
+APPENDS_AT_ONCE = 16
+BATCH = 1024  # events held at once, at most
 
 
 def _wants(endpoint: Endpoint) -> bool:
@@ -53,7 +59,14 @@ async def spool(settings: Settings, driver: StorageDriver, report: Report) -> in
     spools = [Spool.of_endpoint(driver, e.spool_name) for e in endpoints]
     request = {"id": str(uuid.uuid4()), "method": "", "useragent": USER_AGENT}
     source = compact({"addr": f"{socket.gethostname()}:{settings.listen()[1]}", "instanceID": str(uuid.uuid4())})
+    room = asyncio.Semaphore(APPENDS_AT_ONCE)
+
+    async def append(one: Spool, data: bytes) -> None:
+        async with room:  # waiters go in FIFO order, and a record's name is taken when its append starts
+            await one.append(data)
+
     count = 0
+    pending: list[Coroutine[Any, Any, None]] = []
     for event_target in targets(report):
         event = {
             "id": str(uuid.uuid4()),
@@ -65,7 +78,10 @@ async def spool(settings: Settings, driver: StorageDriver, report: Report) -> in
             "source": source,
         }
         data = json.dumps(event, ensure_ascii=False).encode()
-        for one in spools:
-            await one.append(data)
+        pending += [append(one, data) for one in spools]
         count += 1
+        if len(pending) >= BATCH:
+            await asyncio.gather(*pending)
+            pending = []
+    await asyncio.gather(*pending)
     return count

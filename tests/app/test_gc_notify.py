@@ -7,9 +7,12 @@ import dataclasses
 import json
 from typing import Any
 
+import pytest
+
 from app import gc
 from app.config import Settings
 from app.images import buildkit
+from app.notify import collection
 from storage import Registry, Spool, StorageDriver, paths
 from storage.gc import collector
 from storage.gc.config import RetentionPolicy
@@ -69,3 +72,42 @@ async def test_removed_tags_and_deleted_manifests_become_delete_events(
     assert len({e["id"] for e in events}) == 3
     assert await _events(driver, "pushes") == []  # it ignores deletes
     assert await _events(driver, "off") == []
+
+
+async def test_many_events_are_spooled_at_once_in_event_order(
+    registry: Registry, driver: StorageDriver, driver_name: str, root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(collection, "BATCH", 5)  # several batches, each with appends in flight together
+    gone = [await push(registry, f"r/many{i:02d}", buildkit.single_image("arm64", marker=f"m{i}")) for i in range(12)]
+    age(driver, 10 * HOUR)
+
+    report = await gc.collected(
+        _settings(driver_name, root), driver, collector.Settings(grace=HOUR, delete_untagged=True)
+    )
+
+    assert report.manifests_deleted == 12
+    events = await _events(driver, "hook")
+    assert [e["target"] for e in events] == [{"repository": f"r/many{i:02d}", "digest": d} for i, d in enumerate(gone)]
+
+
+async def test_a_run_whose_events_cannot_be_spooled_still_stands(
+    registry: Registry, driver: StorageDriver, driver_name: str, root: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    untagged = await push(registry, "r/full", buildkit.single_image("arm64", marker="gone"))
+    age(driver, 10 * HOUR)
+
+    class FullDisk:
+        def __getattr__(self, name: str) -> object:
+            return getattr(driver, name)
+
+        async def put_content(self, path: str, data: bytes, *, durable: bool = True) -> None:
+            if path.startswith("kura/notifications/"):
+                raise OSError(28, "No space left on device")
+            await driver.put_content(path, data, durable=durable)
+
+    options = collector.Settings(grace=HOUR, delete_untagged=True)
+    report = await gc.collected(_settings(driver_name, root), FullDisk(), options)  # type: ignore[arg-type]
+
+    assert report.manifests_deleted == 1 and not report.dry_run
+    assert [str(d) for d in report.repositories["r/full"].manifests] == [untagged]
+    assert "notification events could not all be spooled" in caplog.text
