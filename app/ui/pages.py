@@ -128,12 +128,12 @@ class Layer:
     media_type: str
     digest: str
     size: int | None
-    shared_by: int  # repositories that link this blob
+    shared_by: int | None  # repositories that link this blob; None until a usage walk is done
     annotations: dict[str, str]
 
 
 async def _layers(visit: Visit, document: dict[str, Any]) -> list[Layer]:
-    usage = await visit.site.usage(visit.registry)
+    usage = visit.site.known_usage(visit.registry)
     described = [("config", document.get("config"))] + [("layer", x) for x in document.get("layers") or []]
     found: list[Layer] = []
     for role, item in described:
@@ -148,7 +148,7 @@ async def _layers(visit: Visit, document: dict[str, Any]) -> list[Layer]:
                 str(item.get("mediaType", "")),
                 item["digest"],
                 size if isinstance(size, int) else None,
-                usage.sharing(item["digest"]),
+                None if usage is None else usage.sharing(item["digest"]),
                 {str(k): str(v) for k, v in annotations.items()},
             )
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from datetime import UTC, date, datetime
@@ -12,6 +13,9 @@ from app.config import Settings
 from app.images import explain
 from app.ui.viewer import Gate
 from storage import Registry, browse, secret, usage
+from storage.usage import Usage
+
+log = logging.getLogger("kura.ui")
 
 USAGE_TTL = 30.0  # seconds the registry-wide usage walk is reused (the storage page, layer share counts)
 REPORTS = 20_000  # explanations kept (manifests are immutable by digest)
@@ -31,6 +35,7 @@ class Site:
         self._key_lock = asyncio.Lock()
         self._usage: tuple[float, usage.Usage] | None = None
         self._usage_lock = asyncio.Lock()
+        self._walking: asyncio.Task[Usage] | None = None
         self.sizes = browse.SizeCache()
         self.tags = browse.TagCache()
         self._reports: OrderedDict[tuple[str, str, date], explain.Report] = OrderedDict()
@@ -48,6 +53,15 @@ class Site:
                 self._usage = (time.monotonic(), await usage.measure(registry))
             return self._usage[1]
 
+    def known_usage(self, registry: Registry) -> Usage | None:
+        """The last usage walk, without waiting for one: a stale or missing one is walked in the
+        background (a page that only shows share counts must not wait for a walk of the whole store)."""
+        stale = self._usage is None or time.monotonic() - self._usage[0] > USAGE_TTL
+        if stale and (self._walking is None or self._walking.done()):
+            self._walking = asyncio.create_task(self.usage(registry), name="kura-ui-usage")
+            self._walking.add_done_callback(_quietly)
+        return None if self._usage is None else self._usage[1]
+
     async def summary(self, registry: Registry, name: str, digest: str) -> explain.Report:
         """The explanation of a manifest without its referrers, cached by digest (and day: "N years ago")."""
         today = datetime.now(UTC).date()
@@ -59,3 +73,9 @@ class Site:
             if len(self._reports) > REPORTS:
                 self._reports.popitem(last=False)
         return found
+
+
+def _quietly(task: asyncio.Task[Any]) -> None:
+    """A background usage walk that failed: logged; the next page asks again."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("the storage usage walk failed", exc_info=task.exception())
