@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 
-from app.pace import Pace, ServerLoad
+import pytest
+
+from app.pace import SERVER_PID_ENV, Pace, ServerLoad, for_server
 
 
 class World:
@@ -112,3 +114,11 @@ def test_the_server_load_counts_the_servers_children_but_not_the_collector() -> 
     finally:
         child.communicate(b"\n", timeout=30)
     assert ServerLoad(2**22 + 12345).cpu_seconds() is None  # no such process: no reading, no pace
+
+
+def test_only_the_servers_own_runs_are_paced_and_a_zero_budget_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SERVER_PID_ENV, raising=False)
+    assert for_server(0.1) is None  # `kura garbage-collect` by hand: no server known
+    monkeypatch.setenv(SERVER_PID_ENV, str(os.getpid()))
+    assert for_server(0.0) is None  # kura.gc.busycores: 0
+    assert isinstance(for_server(0.1), Pace)
