@@ -90,8 +90,13 @@ def create_app(settings: Settings) -> Starlette:
     if settings.kura.ui.enabled:
         routes = [*ROUTES, *ui.ROUTES]
     app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)
+    shared = None
+    if settings.auth.enabled:
+        from app.auth.accounts import shared_accounts
+
+        shared = shared_accounts(settings)  # one failed-login budget for the API and the UI's login
     if settings.kura.ui.enabled:
-        app.state.ui = Site(settings)
+        app.state.ui = Site(settings, shared)
     app.state.settings = settings
     app.state.health = health
     app.add_middleware(HotRoutes, routes=ROUTES)  # innermost: after auth and the health gate, like a route
@@ -102,7 +107,7 @@ def create_app(settings: Settings) -> Starlette:
         from app.auth.configure import middleware_options
         from app.auth.middleware import AuthMiddleware
 
-        app.add_middleware(AuthMiddleware, **middleware_options(settings, routes))
+        app.add_middleware(AuthMiddleware, **middleware_options(settings, routes, shared))
     app.state.notifier = notifier
     app.add_middleware(CatchAll)  # inside CommonHeaders: a 500 gets the common headers too
     app.add_middleware(CommonHeaders, headers=settings.http.headers)

@@ -8,10 +8,8 @@ from typing import Any
 from starlette.routing import BaseRoute
 
 from app.auth.access import AccessMap
-from app.auth.htpasswd import Htpasswd
+from app.auth.accounts import Accounts, shared_accounts
 from app.auth.middleware import Basic, Bearer
-from app.auth.policy import Policies
-from app.auth.ratelimit import FailureLimiter
 from app.auth.settings import SIGNING_ALGORITHMS
 from app.auth.signer import Signer
 from app.auth.tokens import TokenVerifier, load_bundle, load_jwks
@@ -19,24 +17,19 @@ from app.auth.tokenserver import TokenEndpoint
 from app.config import ConfigError, Settings
 
 
-def _users(path: str, ttl: int) -> Htpasswd:
-    try:
-        return Htpasswd(path, ttl)
-    except OSError as exc:
-        raise ConfigError(f"cannot read the htpasswd file {path}: {exc.strerror or exc}") from None
-
-
-def middleware_options(settings: Settings, routes: Sequence[BaseRoute]) -> dict[str, Any]:
-    """The keyword arguments of ``AuthMiddleware`` for these settings."""
+def middleware_options(
+    settings: Settings, routes: Sequence[BaseRoute], shared: Accounts | None = None
+) -> dict[str, Any]:
+    """The keyword arguments of ``AuthMiddleware`` for these settings, with the UI's ``shared`` accounts."""
     kura = settings.kura.auth
-    policies = Policies(kura)
-    limiter = FailureLimiter(kura.ratelimit.failures, kura.ratelimit.window)
+    if settings.auth.htpasswd is not None and kura.tokenserver.enabled:
+        raise ConfigError("kura.auth.tokenserver issues tokens: it needs auth.token, not auth.htpasswd")
+    shared = shared or shared_accounts(settings)
+    policies, limiter = shared.policies, shared.limiter
     options: dict[str, Any] = {"routes": AccessMap(routes), "limiter": limiter}
     if settings.auth.htpasswd is not None:
-        if kura.tokenserver.enabled:
-            raise ConfigError("kura.auth.tokenserver issues tokens: it needs auth.token, not auth.htpasswd")
-        users = _users(settings.auth.htpasswd.path, kura.cachettl)
-        options["scheme"] = Basic(settings.auth.htpasswd.realm, users, policies)
+        assert shared.users is not None
+        options["scheme"] = Basic(settings.auth.htpasswd.realm, shared.users, policies)
         return options
     token = settings.auth.token
     assert token is not None
@@ -44,8 +37,8 @@ def middleware_options(settings: Settings, routes: Sequence[BaseRoute]) -> dict[
     endpoint = None
     accounts = None
     if kura.tokenserver.enabled:
-        assert kura.tokenserver.htpasswd is not None  # the settings checked it
-        users = _users(kura.tokenserver.htpasswd, kura.cachettl)
+        users = shared.users
+        assert users is not None  # the settings checked that the token server has an htpasswd file
         signer = Signer(settings.root)
         roots.append(signer.certificate)
         endpoint = TokenEndpoint(kura.tokenserver, token, users, policies, signer, limiter)

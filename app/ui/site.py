@@ -9,6 +9,7 @@ from collections import OrderedDict
 from datetime import UTC, date, datetime
 from typing import Any
 
+from app.auth.accounts import Accounts
 from app.config import Settings
 from app.images import explain
 from app.ui.viewer import Gate
@@ -29,8 +30,8 @@ class NoReferrers(explain.LocalSource):
 
 
 class Site:
-    def __init__(self, settings: Settings) -> None:
-        self.gate = Gate(settings)
+    def __init__(self, settings: Settings, shared: Accounts | None = None) -> None:
+        self.gate = Gate(settings, shared)
         self._key: bytes | None = None
         self._key_lock = asyncio.Lock()
         self._usage: tuple[float, usage.Usage] | None = None

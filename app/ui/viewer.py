@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.auth.htpasswd import Htpasswd
-from app.auth.policy import ALL, Policies
-from app.auth.ratelimit import FailureLimiter
-from app.config import ConfigError, Settings
+from app.auth.accounts import Accounts, shared_accounts
+from app.auth.policy import ALL
+from app.config import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,22 +37,13 @@ class TooManyFailures(Exception):
 
 
 class Gate:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, shared: Accounts | None = None) -> None:
+        """``shared``: the API auth's accounts (one failed-login budget for both); built here without."""
         self.enabled = settings.auth.enabled
-        kura = settings.kura.auth
-        self.policies = Policies(kura)
-        self.limiter = FailureLimiter(kura.ratelimit.failures, kura.ratelimit.window)
-        path = None
-        if settings.auth.htpasswd is not None:
-            path = settings.auth.htpasswd.path
-        elif settings.auth.token is not None and kura.tokenserver.enabled:
-            path = kura.tokenserver.htpasswd
-        self.users: Htpasswd | None = None
-        if path is not None:
-            try:
-                self.users = Htpasswd(path, kura.cachettl)
-            except OSError as exc:
-                raise ConfigError(f"cannot read the htpasswd file {path}: {exc}") from None
+        shared = shared or shared_accounts(settings)
+        self.policies = shared.policies
+        self.limiter = shared.limiter
+        self.users = shared.users
 
     def viewer(self, user: str | None) -> Viewer:
         if not self.enabled:

@@ -101,6 +101,19 @@ async def test_a_wrong_password_is_refused_and_failures_are_limited(root: str, t
         assert held.status_code == 429 and held.headers["retry-after"].isdigit()
 
 
+async def test_the_ui_and_the_api_share_one_failed_login_budget(root: str, tmp_path: Path) -> None:
+    await seed(root)
+    settings = htpasswd_settings(root, str(tmp_path), POLICIES, ratelimit={"failures": 2, "window": 60})
+    async with client_for(create_app(settings)) as c:
+        assert (await log_in(c, "bob", "not-bobs")).status_code == 401  # one failure through the UI
+        api = await c.get("/v2/team/app/tags/list", auth=("bob", "still-not-bobs"))
+        assert api.status_code == 401  # and one through the API: the budget of 2 is spent
+        held = await c.get("/v2/team/app/tags/list", auth=("bob", PASSWORDS["bob"]))
+        assert held.status_code == 429 and held.headers["retry-after"].isdigit()
+        assert held.json()["errors"][0]["code"] == "TOOMANYREQUESTS"
+        assert (await log_in(c, "bob")).status_code == 429  # the UI holds the client back too
+
+
 async def test_logging_out_ends_the_session_and_its_tokens(root: str, tmp_path: Path) -> None:
     await seed(root)
     async with client_for(create_app(htpasswd_settings(root, str(tmp_path), POLICIES))) as c:
