@@ -118,20 +118,28 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
+def storage_answer(exc: se.StorageError) -> tuple[Code, int, str, bool]:
+    """The code, status and message the API answers a storage error with, and whether it has a code
+    of its own (else UNKNOWN); the UI's pages say the same."""
+    found = next((FROM_STORAGE[c] for c in type(exc).__mro__ if c in FROM_STORAGE), None)
+    code, status = found or (Code.UNKNOWN, None)
+    message = exc.message or code.message
+    hint = next((CONFIG_HINTS[c] for c in type(exc).__mro__ if c in CONFIG_HINTS), None)
+    if hint is not None:
+        message = f"{message}: {hint}"
+    return code, status or code.status, message, found is not None
+
+
 def storage_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, se.StorageError)
-    code, status = next((FROM_STORAGE[c] for c in type(exc).__mro__ if c in FROM_STORAGE), (Code.UNKNOWN, None))
+    code, status, message, _ = storage_answer(exc)
     headers: dict[str, str] = {}
     if isinstance(exc, se.RangeInvalid):
         # Tell the client where the upload really ends so it can resume from there.
         headers["Range"] = f"0-{max(exc.size - 1, 0)}"
         headers["Content-Range"] = f"bytes */{exc.size}"
-    message = exc.message or code.message
-    hint = next((CONFIG_HINTS[c] for c in type(exc).__mro__ if c in CONFIG_HINTS), None)
-    if hint is not None:
-        message = f"{message}: {hint}"
     log_rejection(request, code, message, exc.detail)
-    return error_response(code, message, exc.detail, status or code.status, headers)
+    return error_response(code, message, exc.detail, status, headers)
 
 
 def oci_error(request: Request, exc: Exception) -> Response:

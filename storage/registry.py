@@ -52,7 +52,8 @@ class Registry:
         if self.options.read_only:
             raise ReadOnly("the registry is in read-only mode")
 
-    def _deletable(self) -> None:
+    def deletable(self) -> None:
+        """Raises ReadOnly or DeleteDisabled unless deletes are allowed (the UI asks before it offers one)."""
         self._writable()
         if not self.options.delete_enabled:
             raise DeleteDisabled("deletes are disabled on this registry")
@@ -66,7 +67,7 @@ class Registry:
         return await blobs.open_blob(self.driver, self.observer, Name.parse(name), Digest.parse(digest))
 
     async def delete_blob(self, name: str, digest: str) -> None:
-        self._deletable()
+        self.deletable()
         await blobs.unlink(self.driver, Name.parse(name), Digest.parse(digest))
 
     async def mount_blob(self, name: str, digest: str, source: str | None) -> BlobInfo | None:
@@ -145,7 +146,7 @@ class Registry:
         return await manifests.write(self.driver, self.observer, repository, ref, body, content_type)
 
     async def delete_manifest(self, name: str, reference: str) -> None:
-        self._deletable()
+        self.deletable()
         await manifests.delete(self.driver, Name.parse(name), Reference.parse(reference))
 
     async def tags_of(self, name: str, digest: str) -> list[str]:

@@ -56,9 +56,7 @@ async def logout(visit: Visit) -> Any:
 
 def _may_delete(visit: Visit, name: str) -> None:
     visit.need("delete", name)
-    options = visit.registry.options
-    if options.read_only or not options.delete_enabled:
-        raise Refused(405, "deletes are disabled on this registry (storage.delete.enabled)")
+    visit.registry.deletable()  # the API's error and configuration hint when not
 
 
 async def restore(visit: Visit) -> Any:

@@ -1,7 +1,7 @@
 """One request to the UI: who is looking (session and viewer), the page it gets, and its errors.
 
 Pages answer in HTML, errors included: a storage error becomes an error page with the status the v2
-API would give (``app.errors.FROM_STORAGE``), never a traceback.
+API would give (``app.errors.storage_answer``), never a traceback.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from app.errors import FROM_STORAGE
+from app.errors import storage_answer
 from app.http import registry
 from app.ui import session
 from app.ui.render import ENV
@@ -150,9 +150,9 @@ def view(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             response.headers.update(refused.headers)
             return response
         except StorageError as exc:
-            code, status = next((FROM_STORAGE[c] for c in type(exc).__mro__ if c in FROM_STORAGE), (None, 500))
-            if code is None:
+            _, status, message, known = storage_answer(exc)
+            if not known:
                 raise
-            return visit.page("error.html", status or code.status, message=exc.message, detail=exc.detail)
+            return visit.page("error.html", status, message=message, detail=exc.detail)
 
     return endpoint

@@ -124,3 +124,18 @@ async def test_deletes_are_offered_only_where_the_registry_allows_them(settings:
         assert r.status_code == 405 and "storage.delete.enabled" in r.text
         assert (await c.get("/r/kept/-/tags/v1/delete")).status_code == 405
         assert await digest_of(c, "kept", "v1") is not None
+
+
+async def test_a_read_only_registry_says_why_a_delete_is_refused(settings: Settings) -> None:
+    frozen = Settings.model_validate(
+        settings.model_dump()
+        | {"storage": settings.storage.model_dump() | {"maintenance": {"readonly": {"enabled": True}}}}
+    )
+    async with started(frozen) as application, client_of(application) as c:
+        token = csrf_of(await c.get("/"))
+        r = await c.post("/r/frozen/-/tags/v1/delete", data={"csrf": token})
+        api = await c.delete("/v2/frozen/manifests/v1")
+        # The page says what the API says, the configuration hint included (not "storage.delete.enabled").
+        assert r.status_code == api.status_code
+        assert api.json()["errors"][0]["message"] in r.text
+        assert "storage.maintenance.readonly.enabled is true" in r.text and "storage.delete.enabled" not in r.text
