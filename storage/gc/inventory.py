@@ -134,11 +134,14 @@ async def blobs(driver: StorageDriver, known: Container[Digest]) -> AsyncIterato
     for algorithm in sorted(await _list(driver, paths.BLOBS)):
         top = paths.join(paths.BLOBS, algorithm)
         for fan in sorted(await _list(driver, top)):
-            digests = [d for e in await _list(driver, paths.join(top, fan)) if (d := _digest(algorithm, e))]
-            unknown = [d for d in digests if d not in known]
-            for digest in digests:
+            unknown: list[Digest] = []
+            for entry in await _list(driver, paths.join(top, fan)):
+                if (digest := _digest(algorithm, entry)) is None:
+                    continue
                 if digest in known:
                     yield digest, None
+                else:
+                    unknown.append(digest)
             infos = await driver.stat_many([paths.blob_data(d) for d in unknown])
             for digest, info in zip(unknown, infos, strict=True):
                 if info is not None and not info.is_dir:
