@@ -127,10 +127,9 @@ async def collected(
 ) -> Report:
     """One collection (paced by ``pace``, ``app.pace``), observed, with its notification events spooled."""
     from app.notify import collection
-    from storage.gc import collector
+    from storage.gc import collector, sweep
 
-    run = collector.collect(driver, options) if pace is None else collector.collect(driver, options, pace)
-    report = await observed(run, bool(options.retention))
+    report = await observed(collector.collect(driver, options, pace or sweep.unpaced), bool(options.retention))
     try:
         await collection.spool(settings, driver, report)
     except Exception:  # the removals are done: the run's report and metrics stand

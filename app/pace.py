@@ -3,12 +3,13 @@
 A low priority (``app.priority``) is not enough on a small machine. The collector's removals and
 renames hold directory locks and wait for the disk's discards, which are the same locks and disk a
 request needs. Its wake-ups also cost the workers' caches and cores. On two cores a collection
-running flat out took 14-19 % of the request rate. So while the workers together use at least
-``BUSY`` of a core, a collection starts units of work (a stripe, a repository, a blob, a batch of
-trash) only in the first ``SHARE`` of every ``PERIOD``. It keeps going at that pace (it never
-stops, so a busy cache registry still gets its disk back) and goes flat out again as soon as the
-workers are quiet. CPU-bound processes that are not the server (a build beside it) do not slow it:
-only the server's own processes are counted.
+running flat out took 14-25 % of the request rate. So while the workers together use at least
+``BUSY`` of a core, a collection starts a unit of work (a stripe, a repository, a blob, a batch of
+trash) only while it has used no more than ``BUDGET`` cores of CPU time (``kura.gc.busycores``; a
+token bucket of ``BURST``). It keeps going at that pace (it never stops, so a busy cache registry
+still gets its disk back) and goes flat out again within a ``SAMPLE`` of the workers falling quiet.
+CPU-bound processes that are not the server (a build beside it) do not slow it: only the server's
+own processes are counted.
 
 The server's processes are read from ``/proc``: the process named by ``SERVER_PID_ENV`` (the
 supervisor, or the single worker) and its children, less the collector itself. Where ``/proc`` has
