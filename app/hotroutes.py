@@ -1,12 +1,17 @@
-"""The hot read routes (manifest and blob GET/HEAD), dispatched without Starlette's router.
+"""The hot read routes (manifest and blob GET/HEAD), answered before the framework and its middleware.
 
-Routing a request through Starlette costs more than answering it: the router tries each route in
-turn (building a child scope for each), and the exception middleware and ``request_response`` each
-build a ``Request`` and wrap the app in exception handling. This layer, the innermost middleware,
-matches the hot routes with their own compiled regexes and calls **the same endpoints** with **the same
-exception handlers** (``app.errors.HANDLERS``), so a response is the one the router would give, byte
-for byte; every other request goes on to the router untouched. Everything outside it (metrics, access
-log, common headers, auth, health gate) runs as for any request.
+Under a request-rate load, the layers around a route cost more than answering it: Starlette's router
+tries each route in turn, and every middleware (the access log and metrics, the common headers, the
+catch-all, auth, the health gate, Starlette's own error and exception layers) wraps ``send`` once more
+and runs its code for each message. The app (``app.main.RegistryApp``) offers every request to
+``HotLane.answer`` first. The lane takes a request only when it can answer it exactly as the whole stack
+would: the path is a hot route's (matched with that route's own regex, see below), the health checks
+pass, auth (when on) would let it through unchanged (``app.auth.middleware.ReadGate``), and **the same
+endpoint** returns a response. It sends that response with the same common headers and accounts for it
+with the same ``Accounting`` as the ``Observe`` middleware, so status, headers, body, metrics and the
+access line are those of the full stack, byte for byte. Anything else (any error the endpoint raises,
+a challenge, a refusal) is left to the full stack, which answers it from the start: the endpoints
+raise before they have any effect (a pull's notification and GC mark come after the lookup).
 
 A hot route is taken only when no route before it in the table could match the path too: routes
 whose last two segments are fixed differently can never match the same path (``.../manifests/<ref>``
@@ -16,20 +21,24 @@ against ``.../tags/list``), and any other earlier route with the method is tried
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
-from app.errors import HANDLERS
+from app.health import Health
+from app.observe import Accounting, Exchange
 from app.routes import blobs, manifests
 
+if TYPE_CHECKING:
+    from app.auth.middleware import ReadGate  # imported only when auth is on
+
 Endpoint = Callable[[Request], Awaitable[Response]]
-Handler = Callable[[Request, Exception], Response]
 
 HOT: Final[tuple[Endpoint, ...]] = (manifests.get_manifest, blobs.get_blob)
 _READS: Final = frozenset(("GET", "HEAD"))
@@ -77,22 +86,23 @@ def hot_routes(routes: Sequence[BaseRoute]) -> list[HotRoute]:
     return found
 
 
-def handler_for(exc: Exception) -> Handler | None:
-    """The exception handler Starlette would pick: the first of the exception's classes that has one."""
-    for cls in type(exc).__mro__:
-        if cls in HANDLERS:
-            handler: Handler = HANDLERS[cls]
-            return handler
-    return None
-
-
-class HotRoutes:
-    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
-        self.app = app
+class HotLane:
+    def __init__(
+        self,
+        routes: Sequence[BaseRoute],
+        accounting: Accounting,
+        headers: list[tuple[bytes, bytes]],
+        health: Health,
+        gate: ReadGate | None,
+    ) -> None:
         self.routes = hot_routes(routes)
+        self.accounting = accounting
+        self.headers = headers  # CommonHeaders' list
+        self.health = health
+        self.gate = gate
 
     def match(self, scope: Scope) -> tuple[Endpoint, dict[str, str]] | None:
-        if scope["type"] != "http" or scope["method"] not in _READS or scope.get("root_path"):
+        if scope["method"] not in _READS or scope.get("root_path"):
             return None
         for route in self.routes:
             params = route.match(scope["method"], scope["path"])
@@ -100,21 +110,41 @@ class HotRoutes:
                 return route.endpoint, params
         return None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def answer(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Answers an HTTP request as the whole app would, or returns False having sent nothing."""
         hit = self.match(scope)
-        if hit is None:
-            await self.app(scope, receive, send)
-            return
+        if hit is None or (self.health.checks and self.health.failing()):
+            return False
+        if self.gate is not None and not self.gate.admits(scope):
+            return False
         endpoint, params = hit
-        # In place, as the router does: the access log outside reads the repository name from here.
+        # In place, as the router does: the access log reads the repository name from here.
         scope["endpoint"] = endpoint
         scope["path_params"] = params
-        request = Request(scope, receive, send)
+        started = time.perf_counter()
+        handler = self.accounting.enter(scope)
         try:
-            response = await endpoint(request)
-        except Exception as exc:
-            handler = handler_for(exc)
-            if handler is None:
-                raise  # app.catchall answers it, as it does for the router's
-            response = handler(request, exc)
-        await response(scope, receive, send)
+            response = await endpoint(Request(scope, receive, send))
+        except Exception:
+            self.accounting.leave(scope, handler)
+            return False  # the full stack answers it, from its own lookup
+        except BaseException:
+            self.accounting.leave(scope, handler)
+            raise
+        exchange = Exchange()
+        common = self.headers
+
+        async def counting_send(message: Message) -> None:
+            exchange.sent_message(message)
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message["headers"], *common]
+            await send(message)
+
+        try:
+            await response(scope, receive, counting_send)
+        except BaseException:
+            exchange.status = exchange.status or 500  # as Observe counts it
+            raise
+        finally:
+            self.accounting.record(scope, handler, exchange, time.perf_counter() - started)
+        return True

@@ -14,9 +14,9 @@ from app.catchall import CatchAll
 from app.config import Settings
 from app.errors import HANDLERS
 from app.health import Health, HealthGate
-from app.hotroutes import HotRoutes
+from app.hotroutes import HotLane
 from app.notify.notifier import Notifier
-from app.observe import Observe
+from app.observe import Accounting, Observe
 from app.routes import ROUTES
 from app.ui import routes as ui
 from app.ui.site import Site
@@ -27,14 +27,19 @@ from storage.gc import touch
 _API_VERSION = (b"docker-distribution-api-version", b"registry/2.0")
 
 
-class CommonHeaders:
-    """Adds the headers registry:2 puts on every response: the API version (docker checks it), then
+def common_headers(configured: dict[str, list[str]]) -> list[tuple[bytes, bytes]]:
+    """The headers registry:2 puts on every response: the API version (docker checks it), then
     ``http.headers`` from the config (registry:2's image sets X-Content-Type-Options: nosniff there)."""
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, vs in configured.items() for v in vs]
+    return [_API_VERSION, *extra]
 
-    def __init__(self, app: ASGIApp, headers: dict[str, list[str]]) -> None:
+
+class CommonHeaders:
+    """Adds ``common_headers`` to every response."""
+
+    def __init__(self, app: ASGIApp, headers: list[tuple[bytes, bytes]]) -> None:
         self.app = app
-        extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, vs in headers.items() for v in vs]
-        self.headers = [_API_VERSION, *extra]
+        self.headers = headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -47,6 +52,19 @@ class CommonHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class RegistryApp(Starlette):
+    """The Starlette app, which offers each HTTP request to the hot lane (``app.hotroutes``) first."""
+
+    lane: HotLane | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.lane is not None and scope["type"] == "http":
+            scope["app"] = self  # what Starlette sets for its routes (request.app)
+            if await self.lane.answer(scope, receive, send):
+                return
+        await super().__call__(scope, receive, send)
 
 
 def open_registry(settings: Settings) -> Registry:
@@ -62,7 +80,7 @@ def open_registry(settings: Settings) -> Registry:
     return Registry(driver, options)
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings) -> RegistryApp:
     health = Health(settings.health.storagedriver)
     notifier = Notifier.of(settings)
 
@@ -89,7 +107,7 @@ def create_app(settings: Settings) -> Starlette:
     routes = ROUTES
     if settings.kura.ui.enabled:
         routes = [*ROUTES, *ui.ROUTES]
-    app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)
+    app = RegistryApp(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)
     shared = None
     if settings.auth.enabled:
         from app.auth.accounts import shared_accounts
@@ -99,20 +117,25 @@ def create_app(settings: Settings) -> Starlette:
         app.state.ui = Site(settings, shared)
     app.state.settings = settings
     app.state.health = health
-    app.add_middleware(HotRoutes, routes=ROUTES)  # innermost: after auth and the health gate, like a route
+    gate = None
     if health.checks:
         app.add_middleware(HealthGate, health=health)
     if settings.auth.enabled:
         # Inside CommonHeaders, so challenges carry the API version header docker looks for.
         from app.auth.configure import middleware_options
-        from app.auth.middleware import AuthMiddleware
+        from app.auth.middleware import AuthMiddleware, ReadGate
 
-        app.add_middleware(AuthMiddleware, **middleware_options(settings, routes, shared))
+        options = middleware_options(settings, routes, shared)
+        app.add_middleware(AuthMiddleware, **options)
+        gate = ReadGate(options["routes"], options["scheme"], options["limiter"], options.get("token_endpoint"))
     app.state.notifier = notifier
-    app.add_middleware(CatchAll)  # inside CommonHeaders: a 500 gets the common headers too
-    app.add_middleware(CommonHeaders, headers=settings.http.headers)
+    headers = common_headers(settings.http.headers)
     counted = bool(settings.http.debug.addr) and settings.http.debug.prometheus.enabled
-    app.add_middleware(Observe, metrics=counted, access_log=not settings.log.accesslog.disabled)
+    accounting = Accounting(metrics=counted, access_log=not settings.log.accesslog.disabled)
+    app.add_middleware(CatchAll)  # inside CommonHeaders: a 500 gets the common headers too
+    app.add_middleware(CommonHeaders, headers=headers)
+    app.add_middleware(Observe, accounting=accounting)
+    app.lane = HotLane(ROUTES, accounting, headers, health, gate)
     return app
 
 

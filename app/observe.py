@@ -1,4 +1,5 @@
-"""The access log and the HTTP metrics: one wrapper around each request, inside ``ZeroCopySend``.
+"""The access log and the HTTP metrics: ``Accounting``, used by the ``Observe`` middleware around each
+request and by the hot lane (``app.hotroutes``) for the requests it answers itself.
 
 It counts the body bytes that really went in and out (sendfile'd blobs included), the status and the
 time, then writes one ``kura.access`` line (registry:2's ``response completed`` fields) and updates
@@ -22,6 +23,7 @@ from app.logs import FIELDS
 from app.zerocopy import EXTENSION
 
 USER_KEY: Final = "kura.user"
+QUERY_KEY: Final = "kura.query"  # the query string as sent, set by a layer that rewrites ``query_string``
 access = logging.getLogger("kura.access")
 
 _UPLOAD_METHODS: Final = frozenset(("POST", "PATCH", "PUT"))
@@ -57,7 +59,7 @@ def handler_of(path: str) -> str | None:
     return None
 
 
-class _Exchange:
+class Exchange:
     """What one request moved; slots keep the per-request cost down."""
 
     __slots__ = ("received", "sent", "status")
@@ -67,10 +69,20 @@ class _Exchange:
         self.received = 0
         self.sent = 0
 
+    def sent_message(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            self.sent += len(message.get("body", b""))
+        elif kind == EXTENSION:
+            self.sent += message.get("count") or 0
+        elif kind == "http.response.start":
+            self.status = message["status"]
 
-class Observe:
-    def __init__(self, app: ASGIApp, *, metrics: bool, access_log: bool) -> None:
-        self.app = app
+
+class Accounting:
+    """The metrics and the access line of each request, for ``Observe`` and for ``app.hotroutes``'s lane."""
+
+    def __init__(self, *, metrics: bool, access_log: bool) -> None:
         self.metrics = metrics
         self.access_log = access_log
         if metrics:
@@ -80,49 +92,31 @@ class Observe:
         # labelled children, looked up once: prometheus-client's labels() takes a lock and validates
         self.children: dict[tuple[str, ...], Any] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        handler = handler_of(scope["path"]) if self.metrics else None
-        exchange = _Exchange()
-
-        async def counting_receive() -> Message:
-            message = await receive()
-            if message["type"] == "http.request":
-                exchange.received += len(message.get("body", b""))
-            return message
-
-        async def counting_send(message: Message) -> None:
-            kind = message["type"]
-            if kind == "http.response.body":
-                exchange.sent += len(message.get("body", b""))
-            elif kind == EXTENSION:
-                exchange.sent += message.get("count") or 0
-            elif kind == "http.response.start":
-                exchange.status = message["status"]
-            await send(message)
-
-        uploading = handler in ("blob_upload", "blob_upload_chunk") and scope["method"] in _UPLOAD_METHODS
+    def enter(self, scope: Scope) -> str | None:
+        """Counts the request in flight; its registry:2 handler name, None when metrics are off or no route."""
+        if not self.metrics:
+            return None
+        handler = handler_of(scope["path"])
         if handler is not None:
             self._child("in_flight", handler).inc()
-            if uploading:
+            if _uploading(scope, handler):
                 self.families.uploads_in_progress.inc()
-        try:
-            await self.app(scope, counting_receive, counting_send)
-        except BaseException:
-            exchange.status = exchange.status or 500  # what the outer error middleware answers
-            raise
-        finally:
-            seconds = time.perf_counter() - started
-            if handler is not None:
-                self._child("in_flight", handler).dec()
-                if uploading:
-                    self.families.uploads_in_progress.dec()
-                self._record(scope, handler, exchange, seconds)
-            if self.access_log and access.isEnabledFor(logging.INFO):
-                _log_access(scope, exchange, seconds)
+        return handler
+
+    def leave(self, scope: Scope, handler: str | None) -> None:
+        """Undoes ``enter``: the request is no longer in flight."""
+        if handler is not None:
+            self._child("in_flight", handler).dec()
+            if _uploading(scope, handler):
+                self.families.uploads_in_progress.dec()
+
+    def record(self, scope: Scope, handler: str | None, exchange: Exchange, seconds: float) -> None:
+        """``leave``, then the request's metrics and its access line."""
+        self.leave(scope, handler)
+        if handler is not None:
+            self._record(scope, handler, exchange, seconds)
+        if self.access_log and access.isEnabledFor(logging.INFO):
+            _log_access(scope, exchange, seconds)
 
     def _child(self, family: str, *labels: str) -> Any:
         key = (family, *labels)
@@ -131,7 +125,7 @@ class Observe:
             child = self.children[key] = getattr(self.families, family).labels(*labels)
         return child
 
-    def _record(self, scope: Scope, handler: str, exchange: _Exchange, seconds: float) -> None:
+    def _record(self, scope: Scope, handler: str, exchange: Exchange, seconds: float) -> None:
         method = scope["method"]
         lower = method.lower()  # promhttp's method label
         self._child("requests_total", str(exchange.status), handler, lower).inc()
@@ -146,15 +140,58 @@ class Observe:
             self._child("bytes_pulled", _PULLED[handler]).inc(exchange.sent)
 
 
+def _uploading(scope: Scope, handler: str) -> bool:
+    return handler in ("blob_upload", "blob_upload_chunk") and scope["method"] in _UPLOAD_METHODS
+
+
+class Observe:
+    """The outermost of the app's middleware: every request the hot lane leaves to the stack."""
+
+    def __init__(self, app: ASGIApp, *, accounting: Accounting) -> None:
+        self.app = app
+        self.accounting = accounting
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        exchange = Exchange()
+
+        async def counting_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                exchange.received += len(message.get("body", b""))
+            return message
+
+        async def counting_send(message: Message) -> None:
+            exchange.sent_message(message)
+            await send(message)
+
+        handler = self.accounting.enter(scope)
+        try:
+            await self.app(scope, counting_receive, counting_send)
+        except BaseException:
+            exchange.status = exchange.status or 500  # what the outer error middleware answers
+            raise
+        finally:
+            self.accounting.record(scope, handler, exchange, time.perf_counter() - started)
+
+
 def _request_size(scope: Scope, body: int) -> int:
     """promhttp's approximate request size: request line, headers, and the body (as received here)."""
-    size = len(scope["method"]) + len(scope.get("raw_path") or scope["path"]) + len(scope["query_string"]) + 8
+    size = len(scope["method"]) + len(scope.get("raw_path") or scope["path"]) + len(_query(scope)) + 8
     for name, value in scope["headers"]:
         size += len(name) + len(value)
     return size + body
 
 
-def _log_access(scope: Scope, exchange: _Exchange, seconds: float) -> None:
+def _query(scope: Scope) -> bytes:
+    query: bytes = scope.get(QUERY_KEY) or scope["query_string"]
+    return query
+
+
+def _log_access(scope: Scope, exchange: Exchange, seconds: float) -> None:
     host = agent = forwarded = b""
     for name, value in scope["headers"]:
         if name == b"host":
@@ -165,7 +202,7 @@ def _log_access(scope: Scope, exchange: _Exchange, seconds: float) -> None:
             forwarded = value.split(b",")[0].strip()
     client = scope.get("client")
     remote = forwarded.decode("latin-1") if forwarded else (f"{client[0]}:{client[1]}" if client else "")
-    query = scope["query_string"].decode("latin-1")
+    query = _query(scope).decode("latin-1")
     fields: dict[str, Any] = {
         "http.request.method": scope["method"],
         "http.request.uri": scope["path"] + (f"?{query}" if query else ""),

@@ -124,6 +124,15 @@ class Htpasswd:
             return False
         return True
 
+    def remembered(self, user: str, password: str) -> bool:
+        """``cached``, after a look at the file (at most once per turn of the event loop): an edit to
+        it (a removed user, a new password) is seen by the next request."""
+        if not self._looked:
+            self.refresh()
+            self._looked = True
+            asyncio.get_running_loop().call_soon(self._look_again)
+        return self.cached(user, password)
+
     def remember(self, user: str, password: str, generation: int) -> None:
         if self.cache_ttl <= 0 or generation != self.generation:
             return
@@ -149,11 +158,7 @@ class Htpasswd:
 
     async def verify(self, user: str, password: str) -> bool:
         """Whether the password is the user's: from the cache, else by bcrypt in a thread."""
-        if not self._looked:
-            self.refresh()
-            self._looked = True
-            asyncio.get_running_loop().call_soon(self._look_again)
-        if self.cached(user, password):
+        if self.remembered(user, password):
             return True
         generation = self.generation
         ok = await asyncio.get_running_loop().run_in_executor(None, self.check, user, password)

@@ -25,9 +25,9 @@ from app.auth.policy import Policies
 from app.auth.principal import PRINCIPAL, Principal
 from app.auth.ratelimit import FailureLimiter
 from app.auth.settings import TokenAuth
-from app.auth.tokens import InvalidToken, TokenVerifier
+from app.auth.tokens import Claims, InvalidToken, TokenVerifier
 from app.auth.tokenserver import TokenEndpoint
-from app.observe import USER_KEY
+from app.observe import QUERY_KEY, USER_KEY
 from storage import MAX_MANIFEST_SIZE as MAX_SIZE
 from storage import Registry
 from storage.errors import StorageError
@@ -84,6 +84,18 @@ class Basic:
             raise Rejected(guess=credentials is not None)
         return self.principal(credentials[0])
 
+    def known(self, authorization: str | None) -> Principal | None:
+        """The principal when it is known without a password check (anonymous, or a remembered password);
+        None when only ``authenticate`` can tell."""
+        if authorization is None:
+            return self.principal(None)
+        credentials = parse_basic(authorization)
+        if credentials == ("", ""):
+            return self.principal(None)
+        if credentials is None or not self.users.remembered(*credentials):
+            return None
+        return self.principal(credentials[0])
+
 
 class Bearer:
     """``auth.token``: tokens from the configured issuer (possibly Kura's own token server)."""
@@ -119,6 +131,23 @@ class Bearer:
         except InvalidToken as exc:
             log.info("bearer token refused: %s", exc)
             raise Rejected(guess=False) from None
+        return self._principal(claims)
+
+    def known(self, authorization: str | None) -> Principal | None:
+        """The principal of a token verified before (or of a remembered Basic password); None when only
+        ``authenticate`` can tell, which also logs and refuses what is wrong."""
+        if authorization is None:
+            return None
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "basic" and self.accounts is not None:
+            principal = self.accounts.known(authorization)
+            return principal if principal is not None and principal.name is not None else None
+        if scheme.lower() != "bearer" or not token:
+            return None
+        claims = self.verifier.remembered(token.strip())  # a new token is verified (once) by authenticate
+        return None if claims is None else self._principal(claims)
+
+    def _principal(self, claims: Claims) -> Principal:
         name = claims.subject or None
 
         def actions(repository: str) -> frozenset[str]:
@@ -144,6 +173,14 @@ def _allows(held: frozenset[str], kind: Kind) -> bool:
     if kind is Kind.PUSH:
         return bool({"push", "create"} & held)
     return kind.value in held
+
+
+def permitted(principal: Principal, need: Need) -> bool:
+    if need.kind is Kind.IDENTITY:
+        return principal.authenticated
+    if need.kind is Kind.CATALOG:
+        return principal.catalog
+    return _allows(principal.actions(need.repository or ""), need.kind)
 
 
 def _tags_under_create_only(need: Need, principal: Principal) -> bool:
@@ -209,11 +246,12 @@ class AuthMiddleware:
         if principal.name is not None:
             scope[USER_KEY] = principal.name  # in place: the access log outside reads the same scope
 
-        scope = dict(scope)
+        # In place, so that what the router adds (the repository name) reaches the access log outside.
         scope[PRINCIPAL] = principal
         if "mount" in query and not self._may_mount(principal, source):
             # registry:2 answers a mount it cannot do with a plain upload session; so do we, and
-            # a blob the user cannot read is never revealed.
+            # a blob the user cannot read is never revealed. The access log still shows what was sent.
+            scope[QUERY_KEY] = scope["query_string"]
             kept = [(k, v) for k, v in parse_qsl(scope["query_string"].decode("latin-1")) if k not in ("mount", "from")]
             scope["query_string"] = urlencode(kept).encode("latin-1")
         if _tags_under_create_only(need, principal):
@@ -227,7 +265,7 @@ class AuthMiddleware:
         """None when the request may go on; else 401 (no or insufficient token, anonymous) or 403."""
         if principal is None:
             return self._challenge(scope, need, source, None)  # bearer: "authorization token required"
-        if self._permitted(principal, need):
+        if permitted(principal, need):
             return None
         if principal.bearer:
             return self._challenge(scope, need, source, "insufficient_scope")
@@ -241,13 +279,6 @@ class AuthMiddleware:
             return challenge.unauthorized(self.scheme.header, found)
         header = challenge.bearer(self.scheme.realm(scope), self.scheme.config.service, found, error)
         return challenge.unauthorized(header, found)
-
-    def _permitted(self, principal: Principal, need: Need) -> bool:
-        if need.kind is Kind.IDENTITY:
-            return principal.authenticated
-        if need.kind is Kind.CATALOG:
-            return principal.catalog
-        return _allows(principal.actions(need.repository or ""), need.kind)
 
     def _may_mount(self, principal: Principal, source: str | None) -> bool:
         if source is None:
@@ -289,3 +320,41 @@ async def _buffered(receive: Receive) -> tuple[bytes | None, Receive]:
         return messages.pop(0) if messages else await receive()
 
     return (body if size <= MAX_SIZE else None), replay
+
+
+class ReadGate:
+    """The check of ``AuthMiddleware`` for the hot reads (``app.hotroutes``), decided without side effects.
+
+    ``admits`` says yes only when the middleware would let the request through unchanged: a pull by
+    someone known without a password check (anonymous rights, a password verified before, a valid token),
+    not held back by the failure limiter. Every other request goes through the middleware itself, which
+    counts failures, logs and answers the challenge, so nothing is counted or logged twice.
+    """
+
+    def __init__(
+        self, routes: AccessMap, scheme: Basic | Bearer, limiter: FailureLimiter, token_endpoint: TokenEndpoint | None
+    ) -> None:
+        self.routes = routes
+        self.scheme = scheme
+        self.limiter = limiter
+        self.token_path = token_endpoint.path if token_endpoint is not None else None
+
+    def admits(self, scope: Scope) -> bool:
+        if scope["path"] == self.token_path:
+            return False
+        need = self.routes.need(scope["method"], scope["path"])
+        if need.kind is Kind.OPEN:
+            return True
+        if need.kind is not Kind.PULL:
+            return False
+        authorization = _header(scope, b"authorization")
+        client = scope["client"][0] if scope.get("client") else ""
+        if authorization is not None and self.limiter.retry_after(client) is not None:
+            return False
+        principal = self.scheme.known(authorization)
+        if principal is None or not permitted(principal, need):
+            return False
+        if principal.name is not None:
+            scope[USER_KEY] = principal.name  # as the middleware does: the access log reads it
+        scope[PRINCIPAL] = principal
+        return True

@@ -117,15 +117,22 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Claims:
         """The token's claims, or InvalidToken. Verified tokens are remembered until they expire."""
+        remembered = self.remembered(token)
+        if remembered is not None:
+            return remembered
         cache_key = hashlib.sha256(token.encode()).digest()
-        hit = self._verified.get(cache_key)
-        if hit is not None and hit[1] >= self._clock():
-            return hit[0]
         claims, expires = self._verify(token)
         self._verified[cache_key] = (claims, expires)
         while len(self._verified) > CACHE_SIZE:
             self._verified.popitem(last=False)
         return claims
+
+    def remembered(self, token: str) -> Claims | None:
+        """The claims of a token verified before and not yet expired; None for any other."""
+        hit = self._verified.get(hashlib.sha256(token.encode()).digest())
+        if hit is not None and hit[1] >= self._clock():
+            return hit[0]
+        return None
 
     def _verify(self, token: str) -> tuple[Claims, float]:
         try:

@@ -14,7 +14,7 @@ import pytest
 
 from app import logs
 from app.config import Log, Settings
-from app.hotroutes import HotRoutes
+from app.hotroutes import HotLane
 from app.main import create_app
 from tests.conftest import client_of
 from tests.oci import push_image, random_image
@@ -95,8 +95,8 @@ async def test_direct_lines_are_the_records_lines(
     direct = await _lines(settings, stderr, requests)
     handler.addFilter(_Keep())
     assert logs.direct(logging.getLogger("kura.access")) is None
-    # the old path all the way: records, and Starlette's router rather than the hot routes
-    monkeypatch.setattr(HotRoutes, "match", lambda self, scope: None)
+    # the old path all the way: records, and Starlette's router rather than the hot lane
+    monkeypatch.setattr(HotLane, "match", lambda self, scope: None)
     recorded = await _lines(settings, stderr, requests)
     assert direct == recorded
     assert direct.count('"response completed"') == len(requests)  # one line each, in each format

@@ -1,8 +1,10 @@
-"""The hot read routes answer exactly as Starlette's router does: same route, same bytes, same log line."""
+"""The hot lane answers exactly as the whole stack does: same route, same bytes, same log line, same metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ import httpx
 import pytest
 from starlette.routing import Match
 
-from app.hotroutes import HotRoutes, hot_routes
+from app.hotroutes import HotLane, hot_routes
 from app.logs import FIELDS
 from app.main import create_app
 from app.routes import ROUTES
@@ -99,25 +101,25 @@ async def _both_paths(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> tuple[list[Exchange], list[Exchange], int]:
-    """The answers with the hot routes, without them, and how many requests the hot routes served."""
+    """The answers with the hot lane, without it, and how many requests the lane answered itself."""
     caplog.set_level(logging.INFO, logger="kura.access")
     caplog.clear()  # the lines of the set-up's requests, when an earlier test left the access log at INFO
-    calls: list[str] = []
-    real = HotRoutes.match
+    answered: list[str] = []
+    real = HotLane.answer
 
-    def counted(self: HotRoutes, scope: dict[str, Any]) -> Any:
-        hit = real(self, scope)
-        if hit is not None:
-            calls.append(scope["path"])
-        return hit
+    async def counted(self: HotLane, scope: dict[str, Any], receive: Any, send: Any) -> bool:
+        done = await real(self, scope, receive, send)
+        if done:
+            answered.append(scope["path"])
+        return done
 
-    monkeypatch.setattr(HotRoutes, "match", counted)
+    monkeypatch.setattr(HotLane, "answer", counted)
     hot = await _exchanges(client, requests)
     hot_log = _access_lines(caplog)
-    monkeypatch.setattr(HotRoutes, "match", lambda self, scope: None)
+    monkeypatch.setattr(HotLane, "match", lambda self, scope: None)
     routed = await _exchanges(client, requests)
     assert _access_lines(caplog) == hot_log
-    return hot, routed, len(calls)
+    return hot, routed, len(answered)
 
 
 async def test_hot_responses_are_the_routers(
@@ -151,8 +153,8 @@ async def test_hot_responses_are_the_routers(
             ("HEAD", f"/v2/other/blobs/{layer}", {}),  # a blob this repository does not link
         ]
         hot, routed, served = await _both_paths(client, requests, monkeypatch, caplog)
-    assert hot == routed and served == len(requests)
     statuses = [status for status, _, _ in hot]
+    assert hot == routed and served == sum(status < 400 for status in statuses)  # errors: the full stack
     assert statuses == [200, 200, 200, 200, 404, 404, 404, 404, 400, 200, 200, 206, 416, 404, 400, 400, 404]
 
 
@@ -175,5 +177,116 @@ async def test_hot_responses_under_auth_are_the_routers(
             ("GET", "/v2/team/nothing/manifests/v1", alice),  # allowed, unknown
         ]
         hot, routed, served = await _both_paths(client, requests, monkeypatch, caplog)
-    assert hot == routed and served == 3  # the others are answered by auth, before any route
+    # alice's first request checks her password in the full stack; the lane answers her second. The
+    # others are answered by auth (refusals) or by the full stack (the 404).
+    assert hot == routed and served == 1
     assert [status for status, _, _ in hot] == [200, 200, 401, 403, 403, 401, 404]
+
+
+def _http_samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of Kura's HTTP families but the durations (which differ between any two runs)."""
+    from app import metrics
+
+    found = {}
+    for family in metrics.REGISTRY.collect():
+        if not family.name.startswith(("registry_http", "kura_")) or "duration" in family.name:
+            continue
+        for s in family.samples:
+            if s.name.endswith("_created"):
+                continue  # when a child was first made: the first run makes them
+            found[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return found
+
+
+def _delta(
+    after: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+    before: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {key: value - before.get(key, 0.0) for key, value in after.items() if value != before.get(key, 0.0)}
+
+
+async def test_the_lane_counts_the_metrics_the_stack_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.app.test_observability import make_settings
+
+    application = create_app(make_settings(str(tmp_path / "root")))
+    async with client_of(application) as client:
+        image = random_image(seed=12)
+        digest = await push_image(client, "team/app", image, "v1")
+        layer = next(iter(image.blobs))
+        requests = [
+            ("GET", "/v2/team/app/manifests/v1", {}),
+            ("HEAD", f"/v2/team/app/manifests/{digest}", {}),
+            ("HEAD", f"/v2/team/app/blobs/{layer}", {}),
+            ("GET", f"/v2/team/app/blobs/{layer}", {}),
+            ("GET", f"/v2/team/app/blobs/{layer}", {"Range": "bytes=1-9"}),
+            ("GET", "/v2/team/app/manifests/nope", {}),
+        ]
+        start = _http_samples()
+        hot = await _exchanges(client, requests)
+        middle = _http_samples()
+        monkeypatch.setattr(HotLane, "match", lambda self, scope: None)
+        routed = await _exchanges(client, requests)
+        end = _http_samples()
+    assert hot == routed
+    counted = _delta(middle, start)
+    assert counted == _delta(end, middle)
+    pulled = sum(len(body) for status, _, body in hot if status < 300 and status != 204)
+    assert (
+        counted[("kura_bytes_pulled_total", (("type", "blob"),))]
+        + counted[("kura_bytes_pulled_total", (("type", "manifest"),))]
+        == pulled
+    )
+    in_flight = {key: value for key, value in end.items() if key[0] == "registry_http_in_flight_requests"}
+    assert set(in_flight.values()) == {0.0}  # each request left the gauge as it found it
+
+
+def _remove_user(path: str, user: str) -> None:
+    subprocess.run(["htpasswd", "-D", path, user], check=True, capture_output=True)  # Apache's own tool
+
+
+async def test_the_lane_sees_an_edited_htpasswd_file_at_once(tmp_path: Path) -> None:
+    """A password remembered by the full stack lets the lane answer; removing the user ends that with
+    the next request, as it does for the full stack."""
+    root = str(tmp_path / "root")
+    world = await seed(root)
+    policies = {"repositories": {"team/**": {"policies": [{"users": ["alice"], "actions": ["pull"]}]}}}
+    settings = htpasswd_settings(root, str(tmp_path), policies)
+    answered: list[bool] = []
+    application = create_app(settings)
+    assert application.lane is not None
+    lane = application.lane
+    real = lane.answer
+
+    async def counted(scope: dict[str, Any], receive: Any, send: Any) -> bool:
+        answered.append(await real(scope, receive, send))
+        return answered[-1]
+
+    lane.answer = counted  # type: ignore[method-assign]
+    async with client_for(application) as client:
+        alice = basic("alice", "alice-secret")
+        url = f"/v2/team/app/blobs/{world.layer}"
+        assert [(await client.head(url, headers=alice)).status_code for _ in range(2)] == [200, 200]
+        assert answered == [False, True]  # bcrypt in the full stack, then the lane
+        _remove_user(str(tmp_path / "htpasswd"), "alice")
+        await asyncio.sleep(0)  # the loop turns between two requests on a server (not always in httpx's transport)
+        r = await client.head(url, headers=alice)
+    assert r.status_code == 401 and answered[-1] is False
+
+
+async def test_the_lane_leaves_a_failing_health_check_to_the_gate(tmp_path: Path) -> None:
+    from app.config import Settings
+
+    root = str(tmp_path / "root")
+    world = await seed(root)
+    health = {"storagedriver": {"enabled": True, "interval": "1h", "threshold": 1}}
+    settings = Settings.model_validate({"storage": {"filesystem": {"rootdirectory": root}}, "health": health})
+    application = create_app(settings)
+    async with client_for(application) as client:
+        url = f"/v2/team/app/blobs/{world.layer}"
+        assert (await client.head(url)).status_code == 200
+        application.state.health.checks[0].update("filesystem: broken")
+        r = await client.get("/v2/team/app/manifests/v1")
+        assert r.status_code == 503 and r.json()["errors"][0]["code"] == "UNAVAILABLE"
+        assert (await client.head(url)).status_code == 503
+        application.state.health.checks[0].update(None)
+        assert (await client.head(url)).status_code == 200
