@@ -261,7 +261,7 @@ async def test_the_lane_sees_an_edited_htpasswd_file_at_once(tmp_path: Path) -> 
         answered.append(await real(scope, receive, send))
         return answered[-1]
 
-    lane.answer = counted  # type: ignore[method-assign]
+    lane.answer = counted  # type: ignore[method-assign,assignment]
     async with client_for(application) as client:
         alice = basic("alice", "alice-secret")
         url = f"/v2/team/app/blobs/{world.layer}"
