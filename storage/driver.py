@@ -43,6 +43,10 @@ class FileInfo:
     size: int
     mtime_ns: int | None  # None where the driver keeps no modification time (a "directory" of keys)
     is_dir: bool
+    # (identity, wall-clock ns of the last change of any kind): differs after every rewrite, rename over
+    # or in-place write of the path, so content read after a stat may be trusted while a later stat
+    # shows the same version (``storage.links.LinkCache``). None where the driver cannot say.
+    version: tuple[int, int] | None = None
 
 
 class FileReader(Protocol):

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from storage import blobs, links, mediatypes, paths, tags
 from storage.digest import CANONICAL, Digest
-from storage.driver import PathNotFound, StorageDriver
+from storage.driver import FileInfo, PathNotFound, StorageDriver
 from storage.errors import (
     DigestInvalid,
     ManifestBlobUnknown,
@@ -27,6 +27,7 @@ from storage.errors import (
     StorageError,
 )
 from storage.gc.touch import Observer
+from storage.links import LinkCache
 from storage.names import Name, is_tag
 from storage.schema import Descriptor, ImageManifest, Index, first_error
 
@@ -96,13 +97,17 @@ class BodyCache:
 
 
 async def read(
-    driver: StorageDriver, observer: Observer, name: Name, ref: Reference, cache: BodyCache | None = None
+    driver: StorageDriver,
+    observer: Observer,
+    name: Name,
+    ref: Reference,
+    cache: BodyCache | None = None,
+    tag_links: LinkCache | None = None,
 ) -> Manifest:
-    digest = ref.digest if ref.digest is not None else await tags.resolve(driver, name, ref.tag or "")
+    digest, revision, data = await _locate(driver, name, ref, tag_links)
     if digest is None:
         raise _unknown(ref)
     data_path = paths.blob_data(digest)
-    revision, data = await driver.stat_many([paths.manifest_revision_link(name, digest), data_path])
     if revision is None or data is None or data.is_dir:
         raise _unknown(ref)
     cached = cache.get(digest, data.size) if cache is not None else None
@@ -118,6 +123,31 @@ async def read(
             cache.put(digest, body, media_type)
     await observer.pulled(name, digest)
     return Manifest(digest, media_type, body)
+
+
+async def _locate(
+    driver: StorageDriver, name: Name, ref: Reference, tag_links: LinkCache | None
+) -> tuple[Digest | None, FileInfo | None, FileInfo | None]:
+    """The manifest's digest, with stats of its revision link and its data (None, None, None: no tag)."""
+    digest = ref.digest
+    if digest is None:
+        tag_path = paths.tag_current_link(name, ref.tag or "")
+        guess = tag_links.guess(tag_path) if tag_links is not None else None
+        if tag_links is not None and guess is not None:
+            # One round of stats: the tag link (unchanged?) and what it named when last read.
+            tag, revision, data = await driver.stat_many(
+                [tag_path, paths.manifest_revision_link(name, guess), paths.blob_data(guess)]
+            )
+            if tag_links.confirmed(tag_path, tag) == guess:
+                return guess, revision, data
+        if tag_links is not None:
+            digest = await tag_links.read(driver, tag_path)
+        else:
+            digest = await tags.resolve(driver, name, ref.tag or "")
+        if digest is None:
+            return None, None, None
+    revision, data = await driver.stat_many([paths.manifest_revision_link(name, digest), paths.blob_data(digest)])
+    return digest, revision, data
 
 
 def _unknown(ref: Reference) -> ManifestUnknown:

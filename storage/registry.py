@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from storage import blobs, catalog, manifests, referrers, tags, uploads
+from storage import blobs, catalog, links, manifests, referrers, tags, uploads
 from storage.blobs import BlobInfo
 from storage.digest import CANONICAL, Digest
 from storage.driver import FileReader, StorageDriver
@@ -37,6 +37,7 @@ class Registry:
         self._summaries = referrers.SummaryCache()
         self._tag_listings = tags.ListingCache()
         self._manifest_bodies = manifests.BodyCache()
+        self._tag_links = links.LinkCache()
         # Hashing runs beside the write of the same batch; a thread per core is all it can use.
         self._hashing = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="kura-hash")
         self.observer = touch.Observer(driver, self.options.gc_grace)
@@ -137,7 +138,7 @@ class Registry:
     async def get_manifest(self, name: str, reference: str) -> Manifest:
         repository = Name.parse(name)  # before the reference: a bad name is NAME_INVALID whatever follows
         ref = Reference.parse(reference)
-        return await manifests.read(self.driver, self.observer, repository, ref, self._manifest_bodies)
+        return await manifests.read(self.driver, self.observer, repository, ref, self._manifest_bodies, self._tag_links)
 
     async def put_manifest(self, name: str, reference: str, body: bytes, content_type: str | None) -> Manifest:
         self._writable()

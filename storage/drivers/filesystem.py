@@ -658,7 +658,9 @@ def _stat(full: str, path: str) -> FileInfo | None:
     except _MISSING:
         return None
     is_dir = (st.st_mode & 0o170000) == 0o040000
-    return FileInfo(path, st.st_size, st.st_mtime_ns, is_dir)
+    # The inode and ctime: a link replaced by rename gets a new inode, one rewritten in place (registry:2
+    # truncates and writes) a new ctime, and nobody can set a ctime back (as utime can an mtime).
+    return FileInfo(path, st.st_size, st.st_mtime_ns, is_dir, (st.st_ino, st.st_ctime_ns))
 
 
 def _walk(full: str, path: str) -> Iterator[FileInfo]:

@@ -19,6 +19,7 @@ import pytest
 from storage import Options, Registry, drivers, paths
 from storage.digest import Digest
 from storage.errors import BlobUnknown, ManifestUnknown
+from storage.links import LinkCache
 from storage.manifests import BodyCache
 from tests.oci import Image, random_image
 from tests.storage.test_manifests_tags import store
@@ -131,3 +132,81 @@ def test_body_cache_keeps_only_bytes_that_match_their_digest() -> None:
         cache.put(Digest.of_bytes(other), other, "t")
     assert cache.get(digest, len(body)) is None  # the oldest went first, to stay within max_bytes
     assert cache.get(Digest.of_bytes(others[-1]), len(others[-1])) is not None
+
+
+def _counting_reads(registry: Registry) -> list[str]:
+    """The paths ``registry`` reads whole (``get_content``) from now on."""
+    read: list[str] = []
+    driver = registry.driver
+    real = driver.get_content
+
+    async def counted(path: str, limit: int | None = None) -> bytes:
+        read.append(path)
+        return await real(path, limit)
+
+    driver.get_content = counted  # type: ignore[method-assign]
+    return read
+
+
+async def _tick() -> None:
+    """Let the file system's clock move on (what ``LinkCache.SETTLE_NS`` waits for in service)."""
+    await asyncio.sleep(0.05)
+
+
+async def test_a_settled_tag_link_costs_a_stat_and_every_kind_of_change_is_seen(
+    pair: tuple[Registry, Registry, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a tag's link is old enough to trust its version, a read by tag does not open the link;
+    a move by another registry (a new file renamed over it) or registry:2's in-place rewrite of the
+    same file, or a delete, is seen by the very next read."""
+    monkeypatch.setattr(LinkCache, "SETTLE_NS", 0)
+    here, there, root = pair
+    old, new = random_image(seed=21), random_image(seed=22)
+    await store(there, "r", old, "t")
+    await store(there, "r", new, "other")
+    reads = _counting_reads(here)
+    link = paths.tag_current_link("r", "t")
+    for _ in range(3):
+        assert str((await here.get_manifest("r", "t")).digest) == old.digest
+    assert reads.count(link) == 1  # the first read; the others trusted its unchanged version
+
+    await _tick()
+    await store(there, "r", new, "t")  # another worker moves the tag
+    assert str((await here.get_manifest("r", "t")).digest) == new.digest
+    assert str((await here.get_manifest("r", "t")).digest) == new.digest
+    assert reads.count(link) == 2
+
+    await _tick()
+    with open(os.path.join(root, link.lstrip("/")), "r+b") as f:  # registry:2's way
+        f.truncate(0)
+        f.write(old.digest.encode())
+    assert str((await here.get_manifest("r", "t")).digest) == old.digest
+
+    await _tick()
+    await there.delete_manifest("r", "t")
+    with pytest.raises(ManifestUnknown):
+        await here.get_manifest("r", "t")
+
+
+async def test_a_link_written_just_now_is_read_every_time(pair: tuple[Registry, Registry, str]) -> None:
+    """Within ``SETTLE_NS`` of its last change a link's version may not change with its next write
+    (timestamps move in ticks), so it is not trusted yet."""
+    here, there, _ = pair
+    image = random_image(seed=23)
+    await store(there, "r", image, "t")
+    reads = _counting_reads(here)
+    for _ in range(3):
+        assert str((await here.get_manifest("r", "t")).digest) == image.digest
+    assert reads.count(paths.tag_current_link("r", "t")) == 3
+
+
+async def test_no_version_no_link_cache() -> None:
+    """A driver that reports no version (the in-memory one) gets every link read."""
+    registry = Registry(drivers.create("inmemory", {}), Options(delete_enabled=True))
+    image = random_image(seed=24)
+    await store(registry, "r", image, "t")
+    reads = _counting_reads(registry)
+    for _ in range(2):
+        assert str((await registry.get_manifest("r", "t")).digest) == image.digest
+    assert len(reads) >= 2
+    await registry.close()
