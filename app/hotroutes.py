@@ -115,9 +115,9 @@ class HotLane:
         hit = self.match(scope)
         if hit is None or (self.health.checks and self.health.failing()):
             return False
-        if self.gate is not None and not self.gate.admits(scope):
-            return False
         endpoint, params = hit
+        if self.gate is not None and not self.gate.admits(scope, endpoint, params):
+            return False
         # In place, as the router does: the access log reads the repository name from here.
         scope["endpoint"] = endpoint
         scope["path_params"] = params

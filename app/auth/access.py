@@ -59,6 +59,11 @@ class Need:
 IDENTITY = Need(Kind.IDENTITY)
 
 
+def need_of(endpoint: Callable[..., Any], params: dict[str, str]) -> Need:
+    """The access a request for this endpoint with these path parameters needs."""
+    return Need(KINDS[endpoint], params.get("name"), params.get("reference"))
+
+
 class AccessMap:
     def __init__(self, routes: Sequence[BaseRoute]) -> None:
         self._table: list[tuple[re.Pattern[str], frozenset[str], Kind]] = []
@@ -73,7 +78,7 @@ class AccessMap:
         for hot in self._hot:  # the same first match as the scan below, without trying every route
             params = hot.match(method, path)
             if params is not None:
-                return Need(KINDS[hot.endpoint], params.get("name"), params.get("reference"))
+                return need_of(hot.endpoint, params)
         for regex, methods, kind in self._table:
             if method not in methods:
                 continue

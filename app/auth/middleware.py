@@ -11,6 +11,7 @@ import functools
 import hashlib
 import logging
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.datastructures import Headers
@@ -19,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
 from app.auth import challenge
-from app.auth.access import AccessMap, Kind, Need
+from app.auth.access import AccessMap, Kind, Need, need_of
 from app.auth.htpasswd import Htpasswd, parse_basic
 from app.auth.policy import Policies
 from app.auth.principal import PRINCIPAL, Principal
@@ -339,10 +340,11 @@ class ReadGate:
         self.limiter = limiter
         self.token_path = token_endpoint.path if token_endpoint is not None else None
 
-    def admits(self, scope: Scope) -> bool:
+    def admits(self, scope: Scope, endpoint: Callable[..., Any], params: dict[str, str]) -> bool:
+        """For a request the lane matched to ``endpoint`` (a hot route, as ``AccessMap.need`` does first)."""
         if scope["path"] == self.token_path:
             return False
-        need = self.routes.need(scope["method"], scope["path"])
+        need = need_of(endpoint, params)
         if need.kind is Kind.OPEN:
             return True
         if need.kind is not Kind.PULL:

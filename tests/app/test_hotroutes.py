@@ -290,3 +290,31 @@ async def test_the_lane_leaves_a_failing_health_check_to_the_gate(tmp_path: Path
         assert (await client.head(url)).status_code == 503
         application.state.health.checks[0].update(None)
         assert (await client.head(url)).status_code == 200
+
+
+async def test_hot_responses_under_tokens_are_the_routers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A token verified once lets the lane answer its later pulls; an expired, foreign or narrower
+    token is left to the middleware, whose challenge is the same either way."""
+    from tests.app.authworld import token_settings
+    from tests.authkit import CA, bearer, repository
+
+    root = str(tmp_path / "root")
+    world = await seed(root)
+    ca = CA()
+    signer = ca.leaf()
+    application = create_app(token_settings(root, str(tmp_path), ca))
+    async with client_for(application) as client:
+        token = bearer(signer.token([repository("team/app", "pull")]))
+        requests = [
+            ("GET", "/v2/team/app/manifests/v1", token),  # verified by the middleware
+            ("HEAD", f"/v2/team/app/blobs/{world.layer}", token),  # remembered: the lane
+            ("GET", "/v2/other/app/manifests/v1", token),  # outside the token: insufficient_scope
+            ("GET", "/v2/team/app/manifests/v1", bearer(signer.token([repository("team/app", "pull")], lifetime=-60))),
+            ("GET", "/v2/team/app/manifests/v1", bearer(CA().leaf().token([repository("team/app", "pull")]))),
+            ("GET", "/v2/team/app/manifests/v1", {}),
+        ]
+        hot, routed, served = await _both_paths(client, requests, monkeypatch, caplog)
+    assert hot == routed and served == 1
+    assert [status for status, _, _ in hot] == [200, 200, 401, 401, 401, 401]
