@@ -127,7 +127,7 @@ def create_app(settings: Settings) -> RegistryApp:
 
         options = middleware_options(settings, routes, shared)
         app.add_middleware(AuthMiddleware, **options)
-        gate = ReadGate(options["routes"], options["scheme"], options["limiter"], options.get("token_endpoint"))
+        gate = ReadGate(options["scheme"], options["limiter"], options.get("token_endpoint"))
     app.state.notifier = notifier
     headers = common_headers(settings.http.headers)
     counted = bool(settings.http.debug.addr) and settings.http.debug.prometheus.enabled

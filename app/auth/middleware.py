@@ -332,10 +332,7 @@ class ReadGate:
     counts failures, logs and answers the challenge, so nothing is counted or logged twice.
     """
 
-    def __init__(
-        self, routes: AccessMap, scheme: Basic | Bearer, limiter: FailureLimiter, token_endpoint: TokenEndpoint | None
-    ) -> None:
-        self.routes = routes
+    def __init__(self, scheme: Basic | Bearer, limiter: FailureLimiter, token_endpoint: TokenEndpoint | None) -> None:
         self.scheme = scheme
         self.limiter = limiter
         self.token_path = token_endpoint.path if token_endpoint is not None else None
