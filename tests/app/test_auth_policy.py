@@ -3,6 +3,7 @@ the catalog lists only what one may pull, and a mount never reveals a blob one m
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from app.auth.policy import Policies
 from app.auth.settings import KuraAuth
+from app.logs import FIELDS
 from app.main import create_app
 from tests.app.authworld import PASSWORDS, POLICIES, World, client_for, htpasswd_settings, seed
 from tests.authkit import basic
@@ -131,8 +133,9 @@ async def mount(client: Any, world: World, source: str | None, user: str, blob: 
     return int(r.status_code)
 
 
-async def test_mount_needs_pull_on_the_source(root: str, tmp_path: Path) -> None:
-    """Mounting from a repository one cannot read, or without naming one, is a plain upload (202)."""
+async def test_mount_needs_pull_on_the_source(root: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Mounting from a repository one cannot read, or without naming one, is a plain upload (202).
+    The access line still shows the request as sent, with its repository and user."""
     world = await seed(root)
     # other/app's manifest is a blob of other/app only; alice may push team/** and read nothing else.
     open_rules = {"repositories": {"other/**": {"policies": [{"users": ["bob"], "actions": ["pull"]}]}}}
@@ -141,7 +144,15 @@ async def test_mount_needs_pull_on_the_source(root: str, tmp_path: Path) -> None
     app = create_app(htpasswd_settings(root, str(tmp_path), rules))
     async with client_for(app) as client:
         layer, config = list(world.other.blobs)
+        caplog.set_level(logging.INFO, logger="kura.access")
+        caplog.clear()
         assert await mount(client, world, "other/app", "alice", layer) == 202
+        (line,) = [getattr(r, FIELDS) for r in caplog.records if r.name == "kura.access"]
+        assert (
+            line["http.request.uri"]
+            == f"/v2/team/app/blobs/uploads/?mount={layer.replace(':', '%3A')}&from=other%2Fapp"
+        )
+        assert line["vars.name"] == "team/app" and line["auth.user.name"] == "alice"
         assert await mount(client, world, None, "alice", layer) == 202
         r = await client.head(f"/v2/team/app/blobs/{layer}", headers=basic("alice", PASSWORDS["alice"]))
         assert r.status_code == 404  # nothing was mounted
