@@ -27,7 +27,6 @@ from storage.errors import (
     StorageError,
 )
 from storage.gc.touch import Observer
-from storage.links import LinkCache
 from storage.names import Name, is_tag
 from storage.schema import Descriptor, ImageManifest, Index, first_error
 
@@ -102,7 +101,7 @@ async def read(
     name: Name,
     ref: Reference,
     cache: BodyCache | None = None,
-    tag_links: LinkCache | None = None,
+    tag_links: links.LinkCache | None = None,
 ) -> Manifest:
     digest, revision, data = await _locate(driver, name, ref, tag_links)
     if digest is None:
@@ -126,24 +125,24 @@ async def read(
 
 
 async def _locate(
-    driver: StorageDriver, name: Name, ref: Reference, tag_links: LinkCache | None
+    driver: StorageDriver, name: Name, ref: Reference, tag_links: links.LinkCache | None
 ) -> tuple[Digest | None, FileInfo | None, FileInfo | None]:
     """The manifest's digest, with stats of its revision link and its data (None, None, None: no tag)."""
     digest = ref.digest
     if digest is None:
-        tag_path = paths.tag_current_link(name, ref.tag or "")
-        guess = tag_links.guess(tag_path) if tag_links is not None else None
-        if tag_links is not None and guess is not None:
-            # One round of stats: the tag link (unchanged?) and what it named when last read.
-            tag, revision, data = await driver.stat_many(
-                [tag_path, paths.manifest_revision_link(name, guess), paths.blob_data(guess)]
-            )
-            if tag_links.confirmed(tag_path, tag) == guess:
-                return guess, revision, data
-        if tag_links is not None:
-            digest = await tag_links.read(driver, tag_path)
-        else:
+        if tag_links is None:
             digest = await tags.resolve(driver, name, ref.tag or "")
+        else:
+            tag_path = paths.tag_current_link(name, ref.tag or "")
+            guess = tag_links.guess(tag_path)
+            if guess is not None:
+                # One round of stats: the tag link (unchanged?) and what it named when last read.
+                tag, revision, data = await driver.stat_many(
+                    [tag_path, paths.manifest_revision_link(name, guess), paths.blob_data(guess)]
+                )
+                if tag_links.confirmed(tag_path, tag) == guess:
+                    return guess, revision, data
+            digest = await tag_links.read(driver, tag_path)
         if digest is None:
             return None, None, None
     revision, data = await driver.stat_many([paths.manifest_revision_link(name, digest), paths.blob_data(digest)])

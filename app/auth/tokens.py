@@ -117,10 +117,10 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Claims:
         """The token's claims, or InvalidToken. Verified tokens are remembered until they expire."""
-        remembered = self.remembered(token)
+        cache_key = hashlib.sha256(token.encode()).digest()
+        remembered = self._remembered(cache_key)
         if remembered is not None:
             return remembered
-        cache_key = hashlib.sha256(token.encode()).digest()
         claims, expires = self._verify(token)
         self._verified[cache_key] = (claims, expires)
         while len(self._verified) > CACHE_SIZE:
@@ -129,7 +129,10 @@ class TokenVerifier:
 
     def remembered(self, token: str) -> Claims | None:
         """The claims of a token verified before and not yet expired; None for any other."""
-        hit = self._verified.get(hashlib.sha256(token.encode()).digest())
+        return self._remembered(hashlib.sha256(token.encode()).digest())
+
+    def _remembered(self, cache_key: bytes) -> Claims | None:
+        hit = self._verified.get(cache_key)
         if hit is not None and hit[1] >= self._clock():
             return hit[0]
         return None
