@@ -70,6 +70,7 @@ def command(args: argparse.Namespace) -> int:
     from storage import drivers
     from storage.driver import Busy
     from storage.gc import collector, duration
+    from storage.gc.state import ServerRunning
 
     if args.settings_env:
         from app import priority
@@ -112,6 +113,13 @@ def command(args: argparse.Namespace) -> int:
         if args.settings_env:
             return 0  # another worker's run won the lock: nothing to say
         print("kura garbage-collect: another collection is running on this root; try again later", file=sys.stderr)
+        return 1
+    except ServerRunning:
+        print(
+            "kura garbage-collect: a Kura server is serving this root: stop it for --offline, "
+            "or collect without --offline (safe beside it)",
+            file=sys.stderr,
+        )
         return 1
     if args.settings_env:
         log.info("%s", output.strip())  # the server's own run: into its log

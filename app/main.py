@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,6 +22,7 @@ from app.ui import routes as ui
 from app.ui.site import Site
 from app.zerocopy import ZeroCopySend
 from storage import Options, Registry, drivers
+from storage.gc import state as gc_state
 from storage.gc import touch
 
 _API_VERSION = (b"docker-distribution-api-version", b"registry/2.0")
@@ -80,29 +81,38 @@ def open_registry(settings: Settings) -> Registry:
     return Registry(driver, options)
 
 
+async def _close_registry(app: Starlette) -> None:
+    await app.state.registry.close()
+    del app.state.registry
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 def create_app(settings: Settings) -> RegistryApp:
     health = Health(settings.health.storagedriver)
     notifier = Notifier.of(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # Threads and caches live exactly as long as the server: created here, released on shutdown.
-        app.state.registry = open_registry(settings)
-        if not settings.storage.maintenance.readonly.enabled:
-            await touch.publish(app.state.registry.driver, settings.kura.gc.grace)
-        collecting = gc.start(settings, app.state.registry)
-        try:
-            async with (
-                health.polling(app.state.registry.driver),
-                notifier.delivering(app.state.registry.driver) if notifier else nullcontext(),
-            ):
-                yield
-        finally:
+        # Threads and caches live exactly as long as the server: created here, released on shutdown
+        # (the stack unwinds in reverse).
+        app.state.registry = registry = open_registry(settings)
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(_close_registry, app)
+            # Before anything is written: an offline collection may be running (it is waited for).
+            await stack.enter_async_context(gc_state.serving(registry.driver))
+            if not settings.storage.maintenance.readonly.enabled:
+                await touch.publish(registry.driver, settings.kura.gc.grace)
+            collecting = gc.start(settings, registry)
             if collecting is not None:
-                collecting.cancel()
-                await asyncio.gather(collecting, return_exceptions=True)
-            await app.state.registry.close()
-            del app.state.registry
+                stack.push_async_callback(_stop, collecting)
+            await stack.enter_async_context(health.polling(registry.driver))
+            if notifier:
+                await stack.enter_async_context(notifier.delivering(registry.driver))
+            yield
 
     routes = ROUTES
     if settings.kura.ui.enabled:

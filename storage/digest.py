@@ -61,6 +61,15 @@ class Digest:
         return cls(algorithm, encoded)
 
     @classmethod
+    def named(cls, algorithm: str, encoded: str) -> Digest | None:
+        """The digest a stored path names by its ``<alg>/<hex>`` parts, None when they name none:
+        ``parse``'s rules, without its text handling or cache (a walk of the store meets each once)."""
+        pattern = _ENCODED.get(algorithm)
+        if pattern is None or not pattern.fullmatch(encoded):
+            return None
+        return cls(algorithm, encoded)
+
+    @classmethod
     def of_bytes(cls, data: bytes, algorithm: str = CANONICAL) -> Digest:
         hasher = new_hasher(algorithm)
         hasher.update(data)

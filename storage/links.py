@@ -98,9 +98,5 @@ async def digests_under(driver: StorageDriver, directory: str) -> list[Digest]:
             hexes = await driver.list(paths.join(directory, algorithm))
         except PathNotFound:
             continue
-        for encoded in hexes:
-            try:
-                found.append(Digest.parse(f"{algorithm}:{encoded}"))
-            except StorageError:
-                continue  # not one of ours
+        found += [d for encoded in hexes if (d := Digest.named(algorithm, encoded)) is not None]  # others: not ours
     return found

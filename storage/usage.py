@@ -66,10 +66,8 @@ def _link_digest(path: str) -> tuple[str, Digest] | None:
             parts = rest.split("/")
             if len(parts) != 3:
                 return None
-            try:
-                return name.removeprefix(paths.REPOSITORIES + "/"), Digest.parse(f"{parts[0]}:{parts[1]}")
-            except StorageError:
-                return None
+            digest = Digest.named(parts[0], parts[1])
+            return None if digest is None else (name.removeprefix(paths.REPOSITORIES + "/"), digest)
     return None
 
 
@@ -79,10 +77,9 @@ async def measure(registry: Registry) -> Usage:
         parts = info.path.split("/")
         if parts[-1] != "data" or len(parts) < 4:
             continue
-        try:
-            usage.blobs[Digest.parse(f"{parts[-4]}:{parts[-2]}")] = info.size
-        except StorageError:
-            continue
+        digest = Digest.named(parts[-4], parts[-2])
+        if digest is not None:
+            usage.blobs[digest] = info.size
     async for info in registry.driver.walk(paths.REPOSITORIES):
         found = _link_digest(info.path)
         if found is not None:

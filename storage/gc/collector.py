@@ -11,19 +11,25 @@
 5. Tidy: repositories left empty, stale uploads; the trash of earlier runs; the state file and
    generation.
 
+Offline (``--offline``: the collector holds the root's serving lock exclusively, so no server runs)
+every link is older than the cutoff, so links are read from the listings without a stat unless a
+retention policy needs their times, the sweeps take no stripe locks, and each blob batch is swept
+before the walk goes on.
+
 Memory: the digests the kept manifests need, with their sizes (a dict), the newest link mtime of
 every linked digest (a dict), and the swept digests and orphaned layer links of this run: about 250
 bytes per distinct blob, whatever the number of repositories. One repository's links are held at a
 time, and at most two batches of BATCH blob candidates (one being swept, one gathered).
 
 Time goes to removing directories (a file and its directory per blob and per link): the filesystem
-driver removes in parallel, 16 stripes at a time, since each removal mostly waits on the disk (more
-threads were measured slower). An online collection holds at most ``sweep.ONLINE_PARALLEL`` stripes.
+driver removes with 16 threads, since each removal mostly waits on the disk (more threads were
+measured slower). An online collection holds at most ``sweep.ONLINE_PARALLEL`` stripes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -75,8 +81,9 @@ class Settings:
 
 async def collect(driver: StorageDriver, settings: Settings, pace: sweep.Pace = sweep.unpaced) -> Report:
     """Run one collection, each unit of its work once ``pace`` allows (``sweep.Pace``);
-    ``storage.driver.Busy`` when another collector holds the leader lock."""
-    async with state.leader(driver):
+    ``storage.driver.Busy`` when another collector holds the leader lock, ``state.ServerRunning`` when
+    an offline one is asked for while a server serves the root."""
+    async with state.leader(driver), state.alone(driver) if settings.offline else contextlib.nullcontext():
         return await Collection(driver, settings, pace=pace).run()
 
 
@@ -108,8 +115,8 @@ class Collection:
     deleting: asyncio.TaskGroup = field(init=False)  # the doomed revisions' deletions, made by run()
     policies_run: set[str] = field(default_factory=set)
     pulls: bool = True  # whether any pull marker exists
-    room: asyncio.Semaphore | None = None  # bounds the stripes held at once, over all sweeps (online)
     pace: sweep.Pace = sweep.unpaced
+    stripes: sweep.Stripes = field(init=False)  # how the sweeps hold what they remove
     report: Report = field(init=False)
     cutoff_ns: int = field(init=False)
 
@@ -117,8 +124,10 @@ class Collection:
         grace = 0.0 if self.settings.offline else self.settings.grace
         self.cutoff_ns = self.t0_ns - int(grace * 1e9)
         self.report = Report(self.t0_ns, grace, self.settings.dry_run, self.settings.offline)
-        if not self.settings.offline:
-            self.room = asyncio.Semaphore(sweep.ONLINE_PARALLEL)
+        if self.settings.offline:
+            self.stripes = sweep.Stripes(pace=self.pace, locked=False)
+        else:  # few stripes held at once, over all sweeps
+            self.stripes = sweep.Stripes(asyncio.Semaphore(sweep.ONLINE_PARALLEL), self.pace)
 
     @property
     def dry(self) -> bool:
@@ -173,13 +182,14 @@ class Collection:
     # -- per repository --------------------------------------------------------------------------
 
     async def _repository(self, name: str, saved: state.State) -> None:
-        found = await inventory.read(self.driver, name, self.pulls)
+        chosen = retention.policy_for(self.settings.retention, name)
+        policy = chosen[1] if chosen else None
+        # Offline every link is older than the cutoff: only a retention policy needs their times.
+        times = policy is not None or not self.settings.offline
+        found = await inventory.read(self.driver, name, self.pulls, times)
         report = self.report.repository(name)
         self.report.repositories_seen += 1
         self.report.manifests_seen += len(found.revisions)
-
-        chosen = retention.policy_for(self.settings.retention, name)
-        policy = chosen[1] if chosen else None
         delete_untagged = self.settings.delete_untagged
         policy_dry = self.dry
         if policy is not None:
@@ -246,7 +256,7 @@ class Collection:
 
     async def _delete(self, doomed: list[sweep.Revision], documents: dict[tuple[str, Digest], mark.Document]) -> None:
         """Delete doomed revisions, a stripe at a time; keep what was touched."""
-        deleted = await sweep.manifests(self.driver, doomed, self.cutoff_ns, self.pulls, self.room, self.pace)
+        deleted = await sweep.manifests(self.driver, doomed, self.cutoff_ns, self.pulls, self.stripes)
         for revision in set(doomed) - set(deleted):
             self._keep(documents.get((revision.name, revision.digest)), revision.digest)
         self.report.postponed += len(doomed) - len(deleted)
@@ -256,7 +266,7 @@ class Collection:
     async def _manifests(self) -> None:
         """Once every doomed revision is deleted: the revision links without a manifest go too."""
         if not self.dry:
-            for revision in await sweep.dangling_revisions(self.driver, self.dangling, self.room, self.pace):
+            for revision in await sweep.dangling_revisions(self.driver, self.dangling, self.stripes):
                 self.leftovers[revision.name].dangling += 1
         for name, left in self.leftovers.items():
             self.report.repository(name).manifests = sorted(left.deleted, key=str)
@@ -336,7 +346,13 @@ class Collection:
             if len(batch) >= BATCH:
                 if previous is not None:
                     await previous  # at most one batch being swept and one gathered: memory stays bounded
-                previous = sweeping.create_task(self._sweep(batch, trash))
+                if self.settings.offline:
+                    # Nothing to wait for but the removals, which then run alone: overlapped with the
+                    # walk, their threads and the walk only contended for the interpreter (a run took
+                    # 11.0 s against 6.8 s on this disk, 5.7 against 5.4 on tmpfs).
+                    await self._sweep(batch, trash)
+                else:
+                    previous = sweeping.create_task(self._sweep(batch, trash))
                 batch = []
         return batch
 
@@ -346,7 +362,7 @@ class Collection:
         if self.dry:
             swept = batch
         else:
-            done = await sweep.blobs(self.driver, batch, self.cutoff_ns, trash, orphans or (), self.room, self.pace)
+            done = await sweep.blobs(self.driver, batch, self.cutoff_ns, trash, orphans or (), self.stripes)
             swept, self.unlinked = done.blobs, self.unlinked + done.links
             self.report.postponed += done.postponed
         for candidate in swept:

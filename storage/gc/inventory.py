@@ -7,14 +7,13 @@ repository, so memory holds one repository's links at a time.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Container
+from collections.abc import AsyncIterator, Container, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from storage import links, paths
 from storage.digest import Digest
 from storage.driver import FileInfo, PathNotFound, StorageDriver
-from storage.errors import StorageError
 
 _MARKERS = ("_layers", "_manifests", "_uploads")
 PULLS = paths.join(paths.KURA, "pulls")
@@ -51,13 +50,6 @@ class Inventory:
         return found
 
 
-def _digest(algorithm: str, encoded: str) -> Digest | None:
-    try:
-        return Digest.parse(f"{algorithm}:{encoded}")
-    except StorageError:
-        return None
-
-
 async def repositories(driver: StorageDriver) -> AsyncIterator[str]:
     """Every repository (a directory with a ``_layers``, ``_manifests`` or ``_uploads`` child), sorted."""
     stack = [""]
@@ -74,19 +66,25 @@ async def repositories(driver: StorageDriver) -> AsyncIterator[str]:
             stack.append(f"{prefix}/{child}" if prefix else child)
 
 
-async def read(driver: StorageDriver, name: str, pulls: bool = True) -> Inventory:
+async def read(driver: StorageDriver, name: str, pulls: bool = True, times: bool = True) -> Inventory:
     """Read by listing the layout's directories and stat'ing the link files they must hold (a third of
-    the syscalls of a generic walk); ``pulls=False`` skips the pull markers (there are none)."""
+    the syscalls of a generic walk); ``pulls=False`` skips the pull markers (there are none).
+
+    ``times=False``, for a run to which every link is older than its cutoff (offline, no retention
+    policy): the links come from the listings alone, with mtime 0, which halves the syscalls. A
+    directory left without its link file by a torn write then counts as a link: it keeps nothing a
+    tag does not, and its directory goes with the revision or layer link it stands for.
+    """
     found = Inventory(name)
     children = await _list(driver, paths.repository(name))
     if "_layers" in children:
-        found.layers = await _links(driver, paths.layers(name))
+        found.layers = await _links(driver, paths.layers(name), times)
     if "_manifests" in children:
         kinds = await _list(driver, paths.manifests(name))
         if "revisions" in kinds:
-            found.revisions = await _links(driver, paths.manifest_revisions(name))
+            found.revisions = await _links(driver, paths.manifest_revisions(name), times)
         if "tags" in kinds:
-            found.tags = await _tags(driver, name)
+            found.tags = await _tags(driver, name, times)
     if "_uploads" in children:
         found.uploads = await uploads(driver, name)
     if pulls:
@@ -101,11 +99,16 @@ async def _list(driver: StorageDriver, directory: str) -> list[str]:
         return []
 
 
-async def _links(driver: StorageDriver, directory: str) -> dict[Digest, int]:
-    """``<directory>/<alg>/<hex>/link`` files: digest -> the link's mtime (directories without one skipped)."""
+async def _links(driver: StorageDriver, directory: str, times: bool) -> dict[Digest, int]:
+    """``<directory>/<alg>/<hex>/link`` files: digest -> the link's mtime (directories without one skipped,
+    unless not ``times``)."""
     found: dict[Digest, int] = {}
     for algorithm in await _list(driver, directory):
-        digests = [d for e in await _list(driver, paths.join(directory, algorithm)) if (d := _digest(algorithm, e))]
+        listed = await _list(driver, paths.join(directory, algorithm))
+        digests = [d for e in listed if (d := Digest.named(algorithm, e))]
+        if not times:
+            found.update(dict.fromkeys(digests, 0))
+            continue
         infos = await driver.stat_many([paths.join(directory, d.algorithm, d.hex, "link") for d in digests])
         for digest, info in zip(digests, infos, strict=True):
             if info is not None and not info.is_dir:
@@ -113,16 +116,21 @@ async def _links(driver: StorageDriver, directory: str) -> dict[Digest, int]:
     return found
 
 
-async def _tags(driver: StorageDriver, name: str) -> dict[str, Tag]:
+async def _tags(driver: StorageDriver, name: str, times: bool) -> dict[str, Tag]:
     names = sorted(await _list(driver, paths.tags(name)))
-    currents = await driver.stat_many([paths.tag_current_link(name, t) for t in names])
+    currents: Sequence[FileInfo | None] = [None] * len(names)
+    if times:
+        currents = await driver.stat_many([paths.tag_current_link(name, t) for t in names])
     found: dict[str, Tag] = {}
     for tag, current in zip(names, currents, strict=True):
-        digest = await links.read(driver, paths.tag_current_link(name, tag)) if current is not None else None
+        digest = None
+        if current is not None or not times:
+            digest = await links.read(driver, paths.tag_current_link(name, tag))
         history: list[Digest] = []
         index = paths.join(paths.tag_dir(name, tag), "index")
         for algorithm in await _list(driver, index):
-            history += [d for e in await _list(driver, paths.join(index, algorithm)) if (d := _digest(algorithm, e))]
+            listed = await _list(driver, paths.join(index, algorithm))
+            history += [d for e in listed if (d := Digest.named(algorithm, e))]
         pushed = current.mtime_ns or 0 if current is not None else 0
         found[tag] = Tag(digest, pushed, history)  # digest None: a directory that is no tag (a torn push)
     return found
@@ -136,7 +144,7 @@ async def blobs(driver: StorageDriver, known: Container[Digest]) -> AsyncIterato
         for fan in sorted(await _list(driver, top)):
             unknown: list[Digest] = []
             for entry in await _list(driver, paths.join(top, fan)):
-                if (digest := _digest(algorithm, entry)) is None:
+                if (digest := Digest.named(algorithm, entry)) is None:
                     continue
                 if digest in known:
                     yield digest, None
@@ -188,6 +196,6 @@ async def _pulls(driver: StorageDriver, found: Inventory) -> None:
     async for info in driver.walk(base):
         parts = _relative(info.path, base)
         if len(parts) == 2:  # deeper entries belong to a nested repository
-            digest = _digest(parts[0], parts[1])
+            digest = Digest.named(parts[0], parts[1])
             if digest is not None:
                 found.pulls[digest] = info.mtime_ns or 0

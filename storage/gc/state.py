@@ -1,4 +1,4 @@
-"""``<root>/kura/gc/``: the leader lock, the generation number and the record of past runs.
+"""``<root>/kura/gc/``: the leader and serving locks, the generation number and the record of past runs.
 
 ``state.json`` holds the last runs (for metrics and the UI), the retention policies already run once
 (a new or changed policy runs dry first) and when uploads were last purged. ``generation`` holds a
@@ -9,16 +9,21 @@ when the number moves. Only the leader writes either file.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from storage import paths
-from storage.driver import PathNotFound, StorageDriver
+from storage.driver import Busy, PathNotFound, StorageDriver
+
+log = logging.getLogger("kura.gc")
 
 DIRECTORY = paths.join(paths.KURA, "gc")
 LEADER = paths.join(DIRECTORY, "leader.lock")
+SERVING = paths.join(DIRECTORY, "serving.lock")
+SERVING_WAIT = 7 * 86400.0  # a server waits this long for an offline collection to finish
 STATE = paths.join(DIRECTORY, "state.json")
 GENERATION = paths.join(DIRECTORY, "generation")
 TRASH = paths.join(paths.KURA, "trash")
@@ -82,4 +87,35 @@ async def save(driver: StorageDriver, state: State) -> None:
 async def leader(driver: StorageDriver) -> AsyncIterator[None]:
     """The collector lock, exclusive across every process on the root; ``Busy`` when another holds it."""
     async with driver.lock(LEADER, shared=False, wait=0.0, create=True):
+        yield
+
+
+class ServerRunning(Exception):
+    """An offline collection was asked for while a server serves the root."""
+
+
+@asynccontextmanager
+async def serving(driver: StorageDriver) -> AsyncIterator[None]:
+    """Held SHARED by every server process while it serves the root, so that an offline collection
+    (which sweeps without stripe locks) never runs beside one; a server started during an offline
+    collection waits for it to finish."""
+    async with AsyncExitStack() as held:
+        try:
+            await held.enter_async_context(driver.lock(SERVING, shared=True, create=True))
+        except Busy:
+            log.warning("an offline garbage collection runs on this root: waiting for it to finish")
+            await held.enter_async_context(driver.lock(SERVING, shared=True, wait=SERVING_WAIT, create=True))
+        except OSError as exc:  # a read-only root: no collection can run on it either
+            log.warning("serving without the serving lock (%s): %s", SERVING, exc)
+        yield
+
+
+@asynccontextmanager
+async def alone(driver: StorageDriver) -> AsyncIterator[None]:
+    """The serving lock, exclusively: no server serves the root meanwhile (``ServerRunning`` when one does)."""
+    async with AsyncExitStack() as held:
+        try:
+            await held.enter_async_context(driver.lock(SERVING, shared=False, create=True))
+        except Busy:
+            raise ServerRunning(SERVING) from None
         yield

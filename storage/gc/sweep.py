@@ -63,36 +63,55 @@ def old(info: FileInfo | None, cutoff_ns: int) -> bool:
     return info is None or (info.mtime_ns is not None and info.mtime_ns < cutoff_ns)
 
 
-async def by_stripe(
-    driver: StorageDriver,
-    items: Iterable[T],
-    digest: Callable[[T], Digest],
-    work: Callable[[list[T]], Awaitable[None]],
-    room: asyncio.Semaphore | None = None,
-    pace: Pace = unpaced,
-) -> list[T]:
-    """Run ``work`` on the items of each stripe (by their blob's digest) while holding it exclusively,
-    as many stripes at once as ``room`` lets (PARALLEL without), each once ``pace`` allows; returns
-    the items of stripes that stayed busy (postponed)."""
-    stripes: dict[str, list[T]] = {}
-    for item in items:
-        stripes.setdefault(touch.stripe(digest(item)), []).append(item)
-    for group in stripes.values():
-        random.shuffle(group)
-    busy: list[T] = []
-    room = room or asyncio.Semaphore(PARALLEL)
+OFFLINE_GROUP = 4096  # items an offline sweep handles per round trip
 
-    async def one(lock: str, group: list[T]) -> None:
-        async with room:
-            await pace()
-            try:
-                async with driver.lock(lock, shared=False, wait=LOCK_WAIT, create=True):
-                    await work(group)
-            except Busy:
-                busy.extend(group)
 
-    await asyncio.gather(*(one(lock, group) for lock, group in sorted(stripes.items())))
-    return busy
+@dataclass(slots=True)
+class Stripes:
+    """How a run's sweeps hold what they remove. Online: each stripe under its EXCLUSIVE lock, as many
+    stripes at once as ``room`` lets (PARALLEL without), each once ``pace`` allows. Offline
+    (``locked=False``): the collector holds the root's serving lock, so no request can race it: no
+    stripe locks, and the items go OFFLINE_GROUP at a time whatever their stripe (a lock and a round
+    trip per stripe were most of an offline run)."""
+
+    room: asyncio.Semaphore | None = None
+    pace: Pace = unpaced
+    locked: bool = True
+
+    async def each(
+        self,
+        driver: StorageDriver,
+        items: Iterable[T],
+        digest: Callable[[T], Digest],
+        work: Callable[[list[T]], Awaitable[None]],
+    ) -> list[T]:
+        """Run ``work`` on the items, grouped by their blob's stripe (``digest``) and held as above;
+        returns the items of stripes that stayed busy (postponed)."""
+        if not self.locked:
+            listed = list(items)
+            for start in range(0, len(listed), OFFLINE_GROUP):
+                await self.pace()
+                await work(listed[start : start + OFFLINE_GROUP])
+            return []
+        stripes: dict[str, list[T]] = {}
+        for item in items:
+            stripes.setdefault(touch.stripe(digest(item)), []).append(item)
+        for group in stripes.values():
+            random.shuffle(group)
+        busy: list[T] = []
+        room = self.room or asyncio.Semaphore(PARALLEL)
+
+        async def one(lock: str, group: list[T]) -> None:
+            async with room:
+                await self.pace()
+                try:
+                    async with driver.lock(lock, shared=False, wait=LOCK_WAIT, create=True):
+                        await work(group)
+                except Busy:
+                    busy.extend(group)
+
+        await asyncio.gather(*(one(lock, group) for lock, group in sorted(stripes.items())))
+        return busy
 
 
 class Trash:
@@ -161,8 +180,7 @@ async def blobs(
     cutoff_ns: int,
     trash: Trash,
     orphans: Sequence[Revision] = (),
-    room: asyncio.Semaphore | None = None,
-    pace: Pace = unpaced,
+    stripes: Stripes | None = None,
 ) -> Swept:
     """Move the candidates that are still old into the trash, and remove the ``orphans`` (layer links
     nothing needs) whose blob is not stored once that is done, a stripe at a time: one lock, one stat
@@ -189,7 +207,7 @@ async def blobs(
         done.links += links
 
     items: list[Candidate | Revision] = [*candidates, *orphans]
-    busy = await by_stripe(driver, items, lambda item: item.digest, work, room, pace)
+    busy = await (stripes or Stripes()).each(driver, items, lambda item: item.digest, work)
     done.postponed += sum(1 for item in busy if isinstance(item, Candidate))
     return done
 
@@ -199,8 +217,7 @@ async def manifests(
     doomed: list[Revision],
     cutoff_ns: int,
     pulled: bool = True,
-    room: asyncio.Semaphore | None = None,
-    pace: Pace = unpaced,
+    stripes: Stripes | None = None,
 ) -> list[Revision]:
     """Delete revisions (their directory, the tag history entries and pull markers naming them) whose
     link and manifest are both still older than the cutoff: a push of the same manifest since, or an
@@ -227,12 +244,12 @@ async def manifests(
             deleted.append(revision)
         await driver.delete_many(going)
 
-    await by_stripe(driver, doomed, lambda r: r.digest, work, room, pace)
+    await (stripes or Stripes()).each(driver, doomed, lambda r: r.digest, work)
     return deleted
 
 
 async def dangling_revisions(
-    driver: StorageDriver, found: list[Revision], room: asyncio.Semaphore | None = None, pace: Pace = unpaced
+    driver: StorageDriver, found: list[Revision], stripes: Stripes | None = None
 ) -> list[Revision]:
     """Remove the revision links whose manifest is not stored, checked under the lock."""
     removed: list[Revision] = []
@@ -244,7 +261,7 @@ async def dangling_revisions(
         await driver.delete_many([p for link in links for p in (link, posixpath.dirname(link))])
         removed.extend(gone)
 
-    await by_stripe(driver, found, lambda r: r.digest, work, room, pace)
+    await (stripes or Stripes()).each(driver, found, lambda r: r.digest, work)
     return removed
 
 

@@ -11,11 +11,12 @@ import pytest
 from starlette.applications import Starlette
 
 from app.cli import main
-from app.config import load
+from app.config import Settings, load
 from app.images import buildkit
 from storage import Registry, StorageDriver, paths
 from storage.digest import Digest
 from storage.drivers import FilesystemDriver
+from tests.conftest import started
 from tests.oci import push_blob
 from tests.storage.gctree import HOUR, age, collect, push
 
@@ -146,3 +147,19 @@ def test_garbage_collect_command(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert f"manifest {gone}" in out and not os.path.exists(gone_path)
     assert os.path.exists(os.path.join(root, paths.blob_data(Digest.parse(kept))))
     assert main(["garbage-collect", "--root", root, "--grace", "later"]) == 2
+
+
+async def test_offline_collection_is_refused_while_a_server_serves_the_root(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = str(tmp_path / "root")
+    _, gone = await _tree(root)
+    gone_path = os.path.join(root, paths.blob_data(Digest.parse(gone)))
+    offline = ["garbage-collect", "--root", root, "-m", "--offline", "-q"]
+    settings = Settings.model_validate({"storage": {"filesystem": {"rootdirectory": root}}})
+    async with started(settings):
+        assert await asyncio.to_thread(main, offline) == 1
+        assert "a Kura server is serving this root" in capsys.readouterr().err
+        assert os.path.exists(gone_path)
+    assert await asyncio.to_thread(main, offline) == 0  # the server stopped
+    assert not os.path.exists(gone_path)

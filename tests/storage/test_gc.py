@@ -15,7 +15,7 @@ from storage import Registry, StorageDriver, mediatypes, paths, usage
 from storage.digest import Digest
 from storage.driver import Busy, PathNotFound
 from storage.errors import ManifestBlobUnknown
-from storage.gc import collector, state, sweep, touch
+from storage.gc import collector, inventory, state, sweep, touch
 from storage.gc.config import UploadPurging
 from tests.storage.gctree import HOUR, age, blob_ok, collect, manifest_ok, push, varied_cache
 
@@ -345,7 +345,7 @@ async def test_the_totals_left_are_what_a_walk_of_the_store_counts(registry: Reg
 
 
 @pytest.mark.parametrize("offline", [False, True])
-async def test_an_online_collection_holds_few_stripes_at_once(
+async def test_an_online_collection_holds_few_stripes_at_once_and_an_offline_one_none(
     registry: Registry, driver: StorageDriver, offline: bool
 ) -> None:
     for i in range(40):  # garbage in many stripes: blobs, and untagged manifests
@@ -374,7 +374,32 @@ async def test_an_online_collection_holds_few_stripes_at_once(
     report = await collector.collect(Counting(), settings)  # type: ignore[arg-type]
 
     assert report.manifests_deleted == 40 and report.blobs_deleted > 80
-    assert most == (sweep.PARALLEL if offline else sweep.ONLINE_PARALLEL)
+    assert most == (0 if offline else sweep.ONLINE_PARALLEL)  # offline, no server can race it
+
+
+async def test_an_offline_collection_refuses_to_run_beside_a_server(registry: Registry, driver: StorageDriver) -> None:
+    await push(registry, "r/served", buildkit.single_image("amd64", marker="gone"))
+    age(driver, 2 * HOUR)
+    async with state.serving(driver), state.serving(driver):  # two server processes
+        with pytest.raises(state.ServerRunning):
+            await collect(driver, offline=True, delete_untagged=True)
+        report = await collect(driver, delete_untagged=True)  # online: beside them is fine
+    assert report.manifests_deleted == 1
+
+
+async def test_a_server_starting_during_an_offline_collection_waits_for_it(driver: StorageDriver) -> None:
+    async with state.alone(driver):
+        starting = asyncio.create_task(_serve_once(driver))
+        await asyncio.sleep(0.2)
+        assert not starting.done()
+    await asyncio.wait_for(starting, 30)
+    async with state.alone(driver):  # the server is gone: its lock with it
+        pass
+
+
+async def _serve_once(driver: StorageDriver) -> None:
+    async with state.serving(driver):
+        pass
 
 
 async def test_blobs_swept_in_many_batches_while_the_walk_goes_on(
@@ -466,3 +491,23 @@ async def test_an_earlier_runs_trash_is_erased_a_paced_batch_at_a_time(
     assert second.trash_emptied == 1
     assert (await driver.stat_many([paths.join(state.TRASH, str(first.t0_ns))]))[0] is None
     assert calls >= len(trashed) // 4  # one before each batch, at least
+
+
+async def test_an_inventory_without_times_lists_the_same_links(registry: Registry, driver: StorageDriver) -> None:
+    first = await push(registry, "r/inv", buildkit.single_image("amd64", marker="one"), "moved")
+    await push(registry, "r/inv", buildkit.single_image("arm64", marker="two"), "moved")  # history: both
+    await push(registry, "r/inv", buildkit.single_image("amd64", marker="three"), "other")
+    await push(registry, "r/inv", buildkit.single_image("amd64", marker="untagged"))
+    await driver.put_content(paths.join(paths.tag_dir("r/inv", "torn"), "index", "sha256", "x", "link"), b"")
+
+    timed = await inventory.read(driver, "r/inv")
+    listed = await inventory.read(driver, "r/inv", times=False)
+
+    assert set(listed.revisions) == set(timed.revisions) and len(timed.revisions) == 4
+    assert set(listed.layers) == set(timed.layers) and timed.layers
+    assert set(listed.revisions.values()) == set(listed.layers.values()) == {0}
+    assert min(timed.revisions.values()) > 0
+    assert {t: (i.digest, i.history) for t, i in listed.tags.items()} == {
+        t: (i.digest, i.history) for t, i in timed.tags.items()
+    }
+    assert listed.tags["torn"].digest is None and Digest.parse(first) in listed.tags["moved"].history
