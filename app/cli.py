@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-from app import multiproc
+from app import gc, multiproc
 from app.config import DEFAULT_ROOT, SETTINGS_ENV, ConfigError, Settings, load
 
 if TYPE_CHECKING:
@@ -167,6 +167,12 @@ def serve(args: argparse.Namespace) -> int:
     workers = args.workers or workers_from(os.environ.get("KURA_WORKERS") or str(default), "KURA_WORKERS")
     if in_memory and workers > 1:
         raise ConfigError("storage.inmemory keeps the store inside one process: run it with --workers 1")
+    if not in_memory and gc.offline_run_on(settings):
+        from storage.gc.state import OfflineCollection
+
+        # Each worker would refuse in its start-up (state.serving); said once here, without a traceback.
+        print(f"kura: {OfflineCollection()}", file=sys.stderr)
+        return 1
     if args.fd is not None:
         sockets = inherited_sockets(args.fd, workers, "--fd")
     else:

@@ -116,8 +116,8 @@ def command(args: argparse.Namespace) -> int:
         return 1
     except ServerRunning:
         print(
-            "kura garbage-collect: a Kura server is serving this root: stop it for --offline, "
-            "or collect without --offline (safe beside it)",
+            "kura garbage-collect: a Kura server is serving this root (or another offline collection "
+            "runs): stop it for --offline, or collect without --offline (safe beside a server)",
             file=sys.stderr,
         )
         return 1
@@ -236,3 +236,21 @@ async def _collect_in_child(settings: Settings) -> None:
             with contextlib.suppress(ProcessLookupError):
                 child.terminate()
             await child.wait()
+
+
+def offline_run_on(settings: Settings) -> bool:
+    """Whether an offline collection runs on the root (it holds the serving lock exclusively)."""
+    from storage import drivers
+    from storage.gc import state
+
+    async def probe() -> bool:
+        driver = drivers.create(settings.storage.driver(), {"rootdirectory": settings.root})
+        try:
+            async with state.serving(driver):
+                return False
+        except state.OfflineCollection:
+            return True
+        finally:
+            await driver.close()
+
+    return asyncio.run(probe())

@@ -102,7 +102,7 @@ def create_app(settings: Settings) -> RegistryApp:
         app.state.registry = registry = open_registry(settings)
         async with AsyncExitStack() as stack:
             stack.push_async_callback(_close_registry, app)
-            # Before anything is written: an offline collection may be running (it is waited for).
+            # Before the registry writes anything: an offline collection may be running (then no start).
             await stack.enter_async_context(gc_state.serving(registry.driver))
             if not settings.storage.maintenance.readonly.enabled:
                 await touch.publish(registry.driver, settings.kura.gc.grace)

@@ -1,20 +1,21 @@
 """One garbage collection over a storage driver: operations.md §1.3's collector, steps 0-5.
 
-0. The leader lock (``kura/gc/leader.lock``), then T0, before anything is read.
+0. The leader lock (``kura/gc/leader.lock``; offline first the serving lock, see below), then T0,
+   before anything is read.
 1-2. Per repository, streamed: read its links, apply its retention policy (untag), mark, evict
    past its size cap; the revisions nothing keeps are deleted (re-checked under their stripe) in
    the background while later repositories are marked.
 3-4. One walk of ``blobs/`` (only unmarked blobs are stat'ed): those whose liveness (the newest of
    their data's mtime and of every link to them) is older than T0 - grace are swept under their
-   stripe lock, a batch at a time while the walk goes on, and with the last batch the layer links
-   to blobs that are gone (one lock for both).
+   stripe lock, a batch at a time while the walk goes on (offline: between its steps), and with the
+   last batch the layer links to blobs that are gone (one lock for both).
 5. Tidy: repositories left empty, stale uploads; the trash of earlier runs; the state file and
    generation.
 
 Offline (``--offline``: the collector holds the root's serving lock exclusively, so no server runs)
-every link is older than the cutoff, so links are read from the listings without a stat unless a
-retention policy needs their times, the sweeps take no stripe locks, and each blob batch is swept
-before the walk goes on.
+every link is older than the cutoff, so layer links are read from the listings without a stat
+unless a retention policy needs their times, the sweeps take no stripe locks, and each blob batch
+is swept before the walk goes on.
 
 Memory: the digests the kept manifests need, with their sizes (a dict), the newest link mtime of
 every linked digest (a dict), and the swept digests and orphaned layer links of this run: about 250
@@ -83,7 +84,8 @@ async def collect(driver: StorageDriver, settings: Settings, pace: sweep.Pace = 
     """Run one collection, each unit of its work once ``pace`` allows (``sweep.Pace``);
     ``storage.driver.Busy`` when another collector holds the leader lock, ``state.ServerRunning`` when
     an offline one is asked for while a server serves the root."""
-    async with state.leader(driver), state.alone(driver) if settings.offline else contextlib.nullcontext():
+    # The serving lock first: beside a server, an offline run is refused whether or not it collects.
+    async with state.alone(driver) if settings.offline else contextlib.nullcontext(), state.leader(driver):
         return await Collection(driver, settings, pace=pace).run()
 
 
@@ -255,7 +257,7 @@ class Collection:
             self.deleting.create_task(self._delete(doomed, documents))
 
     async def _delete(self, doomed: list[sweep.Revision], documents: dict[tuple[str, Digest], mark.Document]) -> None:
-        """Delete doomed revisions, a stripe at a time; keep what was touched."""
+        """Delete doomed revisions (online a stripe at a time); keep what was touched."""
         deleted = await sweep.manifests(self.driver, doomed, self.cutoff_ns, self.pulls, self.stripes)
         for revision in set(doomed) - set(deleted):
             self._keep(documents.get((revision.name, revision.digest)), revision.digest)
@@ -320,16 +322,16 @@ class Collection:
     # -- blobs -----------------------------------------------------------------------------------
 
     async def _blobs(self, trash: sweep.Trash) -> None:
-        """Sweep the unmarked blobs past their grace, a batch at a time while the walk goes on (its
-        stats overlap the removals), and with the last batch, once the others are done, the layer
-        links to blobs that are not stored (their blob's stripe is held for both)."""
+        """Sweep the unmarked blobs past their grace, a batch at a time while the walk goes on (online
+        its stats overlap the removals), and with the last batch, once the others are done, the layer
+        links to blobs that are not stored (online their blob's stripe is held for both)."""
         async with asyncio.TaskGroup() as sweeping:
             last = await self._walk(trash, sweeping)
         orphans = [sweep.Revision(name, d) for name, left in self.leftovers.items() for d in left.orphans]
         await self._sweep(last, trash, orphans)
 
     async def _walk(self, trash: sweep.Trash, sweeping: asyncio.TaskGroup) -> list[sweep.Candidate]:
-        """Walk the blobs, sweeping each full batch in the background (one at a time); the last batch."""
+        """Walk the blobs, sweeping each full batch (online in the background, one at a time); the last batch."""
         batch: list[sweep.Candidate] = []
         previous: asyncio.Task[None] | None = None
         async for digest, info in inventory.blobs(self.driver, self.needed):

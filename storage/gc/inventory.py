@@ -71,9 +71,11 @@ async def read(driver: StorageDriver, name: str, pulls: bool = True, times: bool
     the syscalls of a generic walk); ``pulls=False`` skips the pull markers (there are none).
 
     ``times=False``, for a run to which every link is older than its cutoff (offline, no retention
-    policy): the links come from the listings alone, with mtime 0, which halves the syscalls. A
-    directory left without its link file by a torn write then counts as a link: it keeps nothing a
-    tag does not, and its directory goes with the revision or layer link it stands for.
+    policy): layer links come from the listings alone, with mtime 0, and tags are read unstat'ed,
+    which saves most of the stats. A layer directory left without its link by a torn write then
+    counts as a link, which keeps nothing and is swept as one. Revisions are still stat'ed: a
+    revision directory without its link is no revision (as registry:2 sees it), and must not keep
+    its manifest.
     """
     found = Inventory(name)
     children = await _list(driver, paths.repository(name))
@@ -82,7 +84,7 @@ async def read(driver: StorageDriver, name: str, pulls: bool = True, times: bool
     if "_manifests" in children:
         kinds = await _list(driver, paths.manifests(name))
         if "revisions" in kinds:
-            found.revisions = await _links(driver, paths.manifest_revisions(name), times)
+            found.revisions = await _links(driver, paths.manifest_revisions(name), True)
         if "tags" in kinds:
             found.tags = await _tags(driver, name, times)
     if "_uploads" in children:

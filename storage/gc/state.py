@@ -23,7 +23,6 @@ log = logging.getLogger("kura.gc")
 DIRECTORY = paths.join(paths.KURA, "gc")
 LEADER = paths.join(DIRECTORY, "leader.lock")
 SERVING = paths.join(DIRECTORY, "serving.lock")
-SERVING_WAIT = 7 * 86400.0  # a server waits this long for an offline collection to finish
 STATE = paths.join(DIRECTORY, "state.json")
 GENERATION = paths.join(DIRECTORY, "generation")
 TRASH = paths.join(paths.KURA, "trash")
@@ -91,20 +90,28 @@ async def leader(driver: StorageDriver) -> AsyncIterator[None]:
 
 
 class ServerRunning(Exception):
-    """An offline collection was asked for while a server serves the root."""
+    """An offline collection was asked for while a server serves the root (or another offline one runs:
+    a flock does not say which)."""
+
+
+class OfflineCollection(Exception):
+    """A server was started while an offline collection runs on the root."""
+
+    def __init__(self) -> None:
+        super().__init__("an offline garbage collection runs on this root: start the server once it has finished")
 
 
 @asynccontextmanager
 async def serving(driver: StorageDriver) -> AsyncIterator[None]:
     """Held SHARED by every server process while it serves the root, so that an offline collection
-    (which sweeps without stripe locks) never runs beside one; a server started during an offline
-    collection waits for it to finish."""
+    (which sweeps without stripe locks) never runs beside one. A server started during an offline
+    collection does not start (``OfflineCollection``): waiting in its start-up would leave it deaf to
+    SIGTERM, and a supervisor or restart policy starts it again."""
     async with AsyncExitStack() as held:
         try:
             await held.enter_async_context(driver.lock(SERVING, shared=True, create=True))
         except Busy:
-            log.warning("an offline garbage collection runs on this root: waiting for it to finish")
-            await held.enter_async_context(driver.lock(SERVING, shared=True, wait=SERVING_WAIT, create=True))
+            raise OfflineCollection() from None
         except OSError as exc:  # a read-only root: no collection can run on it either
             log.warning("serving without the serving lock (%s): %s", SERVING, exc)
         yield

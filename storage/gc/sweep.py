@@ -1,11 +1,12 @@
-"""Sweep: remove what the mark left, each item under its blob's EXCLUSIVE stripe lock, re-checked.
+"""Sweep: remove what the mark left, each item re-checked, online under its blob's EXCLUSIVE stripe lock.
 
 Requests touch what they observe under the SHARED stripe lock (``storage.gc.touch``). So with the
 exclusive lock held, a data mtime still older than the cutoff means no client was told about the
 blob since T0 - grace; anything newer is postponed to the next run, never skipped for good.
-Candidates are handled a stripe at a time (one lock for all of a stripe's candidates) and several
-stripes at once. Swept blob directories are moved, not erased, into ``kura/trash/<T0>/``: an undo
-window, and erasing (a recursive delete) happens later, off the lock.
+Online, candidates are handled a stripe at a time (one lock for all of a stripe's candidates) and
+several stripes at once, and swept blob directories are moved, not erased, into
+``kura/trash/<T0>/``: an undo window, and erasing (a recursive delete) happens later, off the lock.
+Offline no server runs (``Stripes``): no locks, and blobs are erased at once.
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ from storage.driver import Busy, FileInfo, PathNotFound, StorageDriver
 from storage.gc import state, touch
 
 T = TypeVar("T")
-PARALLEL = (
-    16  # stripes swept at once, as many as the filesystem driver has removal threads: removals overlap in the kernel
-)
+PARALLEL = 16  # stripes swept at once online when no room is given, as many as the filesystem driver's removal threads
 # Stripes an online collection holds at once, over all its sweeps. It runs at the lowest CPU priority
 # (app.priority), so on a saturated machine it may wait long for a core while holding a stripe that a
 # request waits for: few stripes held means few such requests. Online sweeps move blobs to the trash
@@ -183,7 +182,7 @@ async def blobs(
     stripes: Stripes | None = None,
 ) -> Swept:
     """Move the candidates that are still old into the trash, and remove the ``orphans`` (layer links
-    nothing needs) whose blob is not stored once that is done, a stripe at a time: one lock, one stat
+    nothing needs) whose blob is not stored once that is done, a stripe at a time online: one lock, one stat
     round trip and one removal round trip per stripe for both."""
     done = Swept()
 
@@ -251,7 +250,7 @@ async def manifests(
 async def dangling_revisions(
     driver: StorageDriver, found: list[Revision], stripes: Stripes | None = None
 ) -> list[Revision]:
-    """Remove the revision links whose manifest is not stored, checked under the lock."""
+    """Remove the revision links whose manifest is not stored, re-checked (under the stripe lock online)."""
     removed: list[Revision] = []
 
     async def work(group: list[Revision]) -> None:

@@ -16,6 +16,7 @@ from app.images import buildkit
 from storage import Registry, StorageDriver, paths
 from storage.digest import Digest
 from storage.drivers import FilesystemDriver
+from storage.gc import state as gc_state
 from tests.conftest import started
 from tests.oci import push_blob
 from tests.storage.gctree import HOUR, age, collect, push
@@ -163,3 +164,16 @@ async def test_offline_collection_is_refused_while_a_server_serves_the_root(
         assert os.path.exists(gone_path)
     assert await asyncio.to_thread(main, offline) == 0  # the server stopped
     assert not os.path.exists(gone_path)
+
+
+async def test_a_server_does_not_start_during_an_offline_collection(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = str(tmp_path / "root")
+    driver = FilesystemDriver(root)
+    try:
+        async with gc_state.alone(driver):
+            assert await asyncio.to_thread(main, ["serve", "--root", root, "--port", "0"]) == 1
+    finally:
+        await driver.close()
+    assert "an offline garbage collection runs on this root" in capsys.readouterr().err
