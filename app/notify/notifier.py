@@ -21,7 +21,6 @@ from starlette.requests import Request
 
 from app.config import Settings
 from app.notify.config import Endpoint, Notifications
-from app.notify.delivery import Delivery
 from app.notify.event import Target, record
 from app.notify.stats import EndpointStats
 from storage import Spool, StorageDriver
@@ -83,6 +82,8 @@ class Notifier:
     async def delivering(self, driver: StorageDriver) -> AsyncIterator[None]:
         """Spools on ``driver`` (the registry's) and runs every endpoint's delivery, for the lifetime
         of the server process."""
+        if self.outlets:  # httpx (~2 MB a worker) only where events are sent
+            from app.notify.delivery import Delivery
         for outlet in self.outlets:
             outlet.spool = Spool.of_endpoint(driver, outlet.endpoint.spool_name)
         tasks = [

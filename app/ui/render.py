@@ -6,16 +6,11 @@ from __future__ import annotations
 import functools
 import re
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import jinja2
+if TYPE_CHECKING:
+    import jinja2
 
-ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("app.ui", "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,  # a misspelt variable fails the page test, never renders as nothing
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
 _DIGITS = re.compile(r"(\d+)")
 
 
@@ -54,4 +49,18 @@ def natural(text: str) -> tuple[tuple[int, int | str], ...]:
     return tuple((0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(text) if part)
 
 
-ENV.filters.update(size=size, when=when, iso=iso, short=short)
+@functools.cache
+def environment() -> jinja2.Environment:
+    """The templates' environment, made on the first page: Jinja2 costs each worker ~2 MB, and a
+    registry that only serves clients never renders one."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("app.ui", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,  # a misspelt variable fails the page test, never renders as nothing
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(size=size, when=when, iso=iso, short=short)
+    return env

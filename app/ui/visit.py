@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from app.errors import storage_answer
 from app.http import registry
 from app.ui import session
-from app.ui.render import ENV
+from app.ui.render import environment
 from app.ui.site import Site
 from app.ui.viewer import Viewer
 from storage import Registry
@@ -63,7 +63,8 @@ class Visit:
         return self.session.csrf(self.key)
 
     def page(self, template: str, status: int = 200, **context: Any) -> Response:
-        html = ENV.get_template(template).render(
+        page = environment().get_template(template)
+        html = page.render(
             viewer=self.viewer,
             csrf=self.csrf,
             path=self.request.url.path,

@@ -61,6 +61,25 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_all(tmp_path: Path, root: s
         assert f"worker {victim} exited (signal 9); starting another" in f.read()
 
 
+def environment(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        return dict(entry.decode().partition("=")[::2] for entry in f.read().split(b"\0") if entry)
+
+
+@pytest.mark.parametrize("configured", [None, "4"])
+def test_workers_run_with_two_malloc_arenas_unless_told_otherwise(
+    tmp_path: Path, root: str, listener: Listener, configured: str | None
+) -> None:
+    url, argv, log = serving(tmp_path, root, listener)
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    if configured is not None:
+        env["MALLOC_ARENA_MAX"] = configured
+    with started(argv, url, log, env=env) as supervisor:
+        assert eventually(lambda: len(children(supervisor.pid)) == 2)
+        for worker in children(supervisor.pid):
+            assert environment(worker)["MALLOC_ARENA_MAX"] == (configured or "2")
+
+
 def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path, root: str, listener: Listener) -> None:
     url, argv, log = serving(tmp_path, root, listener)
     with started(argv, url, log) as supervisor:
