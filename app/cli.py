@@ -203,8 +203,8 @@ def serve(args: argparse.Namespace) -> int:
         # Become the supervisor, a bare interpreter that keeps the workers running (app/supervisor.py).
         os.environ[SETTINGS_ENV] = settings.model_dump_json()
         # glibc gives each thread that allocates its own arena (up to 8 a core), which keeps what it
-        # freed: two arenas a process held the full compare's peak 7 MB lower, at the same rates. A
-        # value the user set wins.
+        # freed: with two a process, regbench's peak was 7 MB lower at rates within their spreads
+        # (README, Performance). A value the user set wins.
         os.environ.setdefault("MALLOC_ARENA_MAX", "2")
         fds = [str(sock.fileno()) for sock in sockets]
         if debug_sockets:
