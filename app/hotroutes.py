@@ -1,4 +1,4 @@
-"""The hot read routes (manifest and blob GET/HEAD), answered before the framework and its middleware.
+"""The hot read routes (manifest and blob GET/HEAD, tag lists), answered before the framework and its middleware.
 
 Under a request-rate load, the layers around a route cost more than answering it: Starlette's router
 tries each route in turn, and every middleware (the access log and metrics, the common headers, the
@@ -33,14 +33,15 @@ from starlette.types import Message, Receive, Scope, Send
 
 from app.health import Health
 from app.observe import Accounting, Exchange
-from app.routes import blobs, manifests
+from app.routes import blobs, listing, manifests
 
 if TYPE_CHECKING:
     from app.auth.middleware import ReadGate  # imported only when auth is on
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
-HOT: Final[tuple[Endpoint, ...]] = (manifests.get_manifest, blobs.get_blob)
+# Tag lists too: a CI walking a repository's tags a page at a time makes one request per page.
+HOT: Final[tuple[Endpoint, ...]] = (manifests.get_manifest, blobs.get_blob, listing.list_tags)
 _READS: Final = frozenset(("GET", "HEAD"))
 
 

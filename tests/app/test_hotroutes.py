@@ -151,11 +151,17 @@ async def test_hot_responses_are_the_routers(
             ("HEAD", "/v2/team/app/blobs/sha256:xyz", {}),  # bad digest
             ("GET", "/v2/team/app/blobs/md5:abc", {}),  # unsupported algorithm
             ("HEAD", f"/v2/other/blobs/{layer}", {}),  # a blob this repository does not link
+            ("GET", "/v2/team/app/tags/list", {}),
+            ("GET", "/v2/team/app/tags/list?n=1", {}),  # a page with its Link
+            ("GET", "/v2/team/app/tags/list?n=1&last=v1", {}),  # past the end
+            ("GET", "/v2/team/app/tags/list?n=-1", {}),  # invalid n
+            ("GET", "/v2/no/such/tags/list", {}),  # unknown repository
         ]
         hot, routed, served = await _both_paths(client, requests, monkeypatch, caplog)
     statuses = [status for status, _, _ in hot]
     assert hot == routed and served == sum(status < 400 for status in statuses)  # errors: the full stack
-    assert statuses == [200, 200, 200, 200, 404, 404, 404, 404, 400, 200, 200, 206, 416, 404, 400, 400, 404]
+    manifests_and_blobs = [200, 200, 200, 200, 404, 404, 404, 404, 400, 200, 200, 206, 416, 404, 400, 400, 404]
+    assert statuses == [*manifests_and_blobs, 200, 200, 200, 400, 404]
 
 
 async def test_hot_responses_under_auth_are_the_routers(
@@ -175,12 +181,15 @@ async def test_hot_responses_under_auth_are_the_routers(
             ("HEAD", f"/v2/other/app/blobs/{world.layer}", alice),  # outside alice's repositories
             ("GET", "/v2/team/app/manifests/v1", basic("alice", "wrong")),  # bad password
             ("GET", "/v2/team/nothing/manifests/v1", alice),  # allowed, unknown
+            ("GET", "/v2/team/app/tags/list", alice),
+            ("GET", "/v2/other/app/tags/list", alice),  # outside alice's repositories
+            ("GET", "/v2/team/app/tags/list", bob),  # no right
         ]
         hot, routed, served = await _both_paths(client, requests, monkeypatch, caplog)
     # alice's first request checks her password in the full stack; the lane answers her second. The
     # others are answered by auth (refusals) or by the full stack (the 404).
-    assert hot == routed and served == 1
-    assert [status for status, _, _ in hot] == [200, 200, 401, 403, 403, 401, 404]
+    assert hot == routed and served == 2
+    assert [status for status, _, _ in hot] == [200, 200, 401, 403, 403, 401, 404, 200, 403, 403]
 
 
 def _http_samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
