@@ -77,7 +77,6 @@ def command(args: argparse.Namespace) -> int:
 
         priority.lower()  # the server's own run: before the driver starts its threads, which inherit it
     settings = _settings(args)
-    pace = pacing.for_server(settings.kura.gc.busycores) if args.settings_env else None
     logging.basicConfig(
         level=logging.WARNING if args.quiet and not args.settings_env else logging.INFO,
         format="kura gc: %(message)s",
@@ -99,8 +98,13 @@ def command(args: argparse.Namespace) -> int:
         print("kura garbage-collect: only a filesystem root can be collected from the command line", file=sys.stderr)
         return 2
 
+    driver = drivers.create("filesystem", {"rootdirectory": settings.root})
+    if args.settings_env:
+        pace = pacing.for_server(settings.kura.gc.busycores)
+    else:
+        pace = None if args.offline else _beside_servers(driver, settings)
+
     async def run() -> str:
-        driver = drivers.create("filesystem", {"rootdirectory": settings.root})
         try:
             report = await collected(settings, driver, options, pace)
         finally:
@@ -123,11 +127,28 @@ def command(args: argparse.Namespace) -> int:
         return 1
     if args.settings_env:
         log.info("%s", output.strip())  # the server's own run: into its log
-        if pace is not None and pace.waited:
-            log.info("gave way to requests for %.1fs", pace.waited)
     else:
         print(output, end="")
+    if pace is not None and pace.waited:
+        log.info("gave way to requests for %.1fs", pace.waited)
     return 0
+
+
+def _beside_servers(driver: StorageDriver, settings: Settings) -> Pace | None:
+    """A collection run by hand while servers serve the root is run as theirs are: at a low priority
+    (before the driver starts a thread, which inherits it) and paced by their load (app.pace)."""
+    from app import pace, priority
+    from storage.gc import state
+
+    servers = driver.lock_holders(state.SERVING)
+    if not servers:
+        return None
+    applied = priority.lower()
+    log.info("the root is served (processes %s): collecting at %s", " ".join(map(str, servers)), ", ".join(applied))
+    paced = pace.beside_servers(settings.kura.gc.busycores, lambda: driver.lock_holders(state.SERVING))
+    if paced is not None:
+        log.info("giving way to their requests while they are busy (kura.gc.busycores %g)", settings.kura.gc.busycores)
+    return paced
 
 
 async def collected(

@@ -13,7 +13,9 @@ own processes are counted.
 
 The server's processes are read from ``/proc``: the process named by ``SERVER_PID_ENV`` (the
 supervisor, or the single worker) and its children, less the collector itself. Where ``/proc`` has
-no children lists the collection is not paced.
+no children lists the collection is not paced. A collection run by hand beside servers (``kura
+garbage-collect`` without ``--offline``) counts the processes that hold the root's serving lock:
+every worker of every server on it (``StorageDriver.lock_holders``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 SERVER_PID_ENV = "KURA_SERVER_PID"
 BUDGET = 0.1  # cores a collection may use while the server is busy (kura.gc.busycores)
@@ -32,15 +34,45 @@ MIN_WAIT = 0.01  # seconds: the shortest wait worth a trip through the event loo
 TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-class ServerLoad:
-    """The CPU time of a server's processes: ``root`` and its children, less ``own``."""
+class Load:
+    """The CPU time used by some processes, less ``own`` (the collector itself)."""
 
-    def __init__(self, root: int, own: int | None = None) -> None:
-        self.root = root
+    def __init__(self, own: int | None = None) -> None:
         self.own = os.getpid() if own is None else own
 
+    def listed(self) -> Sequence[int] | None:
+        """The processes now; None when this system cannot tell."""
+        raise NotImplementedError
+
     def pids(self) -> list[int] | None:
-        """The server's processes now; None when this system does not list a process's children."""
+        found = self.listed()
+        return None if found is None else [pid for pid in found if pid != self.own]
+
+    def cpu_seconds(self) -> float | None:
+        """User and system time used so far by the processes alive now."""
+        pids = self.pids()
+        if pids is None:
+            return None
+        ticks = 0
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()  # after the name, which may hold anything
+            except (OSError, IndexError):
+                continue  # it ended meanwhile
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime: stat(5) fields 14 and 15
+        return ticks / TICKS
+
+
+class ServerLoad(Load):
+    """A server's processes: ``root`` (the supervisor, or the single worker) and its children."""
+
+    def __init__(self, root: int, own: int | None = None) -> None:
+        super().__init__(own)
+        self.root = root
+
+    def listed(self) -> Sequence[int] | None:
+        """None when this system does not list a process's children."""
         try:
             tasks = os.listdir(f"/proc/{self.root}/task")
         except OSError:
@@ -54,22 +86,18 @@ class ServerLoad:
                 return None  # the process ended meanwhile, or no CONFIG_PROC_CHILDREN
             except OSError:
                 continue
-        return [pid for pid in (self.root, *children) if pid != self.own]
+        return [self.root, *children]
 
-    def cpu_seconds(self) -> float | None:
-        """User and system time used so far by the server's processes alive now."""
-        pids = self.pids()
-        if pids is None:
-            return None
-        ticks = 0
-        for pid in pids:
-            try:
-                with open(f"/proc/{pid}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()  # after the name, which may hold anything
-            except (OSError, IndexError):
-                continue  # it ended meanwhile
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime: stat(5) fields 14 and 15
-        return ticks / TICKS
+
+class HolderLoad(Load):
+    """The processes ``holders`` names: those holding a root's serving lock, every server on it."""
+
+    def __init__(self, holders: Callable[[], Sequence[int] | None], own: int | None = None) -> None:
+        super().__init__(own)
+        self.holders = holders
+
+    def listed(self) -> Sequence[int] | None:
+        return self.holders()
 
 
 class Pace:
@@ -132,7 +160,17 @@ def for_server(budget: float) -> Pace | None:
     pid = os.environ.get(SERVER_PID_ENV)
     if not budget or not pid or not pid.isdigit():
         return None
-    load = ServerLoad(int(pid))
+    return _paced(ServerLoad(int(pid)), budget)
+
+
+def beside_servers(budget: float, holders: Callable[[], Sequence[int] | None]) -> Pace | None:
+    """The pace of a collection run by hand (``kura garbage-collect`` without ``--offline``) beside the
+    servers ``holders`` names, with ``kura.gc.busycores``; None for a budget of 0, or where the holders
+    cannot be told (``StorageDriver.lock_holders``)."""
+    return _paced(HolderLoad(holders), budget) if budget else None
+
+
+def _paced(load: Load, budget: float) -> Pace | None:
     if load.cpu_seconds() is None:
         return None
     return Pace(load.cpu_seconds, budget=budget)

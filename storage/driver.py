@@ -163,6 +163,11 @@ class StorageDriver(Protocol):
         """
         ...
 
+    def lock_holders(self, path: str) -> Sequence[int] | None:
+        """The processes of this host that hold a lock on ``path`` now (none when it does not exist);
+        None when the driver cannot tell (no process table, a store other hosts share)."""
+        ...
+
     async def close(self) -> None:
         """Release threads and connections; called once, when the server stops."""
         ...

@@ -69,7 +69,9 @@ class FilesystemDriver:
 
     def full(self, path: str) -> str:
         # os.path.join(self.root, path), without its generality: it runs for every storage call
-        return path if path.startswith("/") else self._prefix + path
+        if path.startswith("/"):
+            raise ValueError(f"not a path below the root: {path!r}")  # storage.paths builds none: a bug
+        return self._prefix + path
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         result: T = await _in_pool(fn, *args, executor=self._pool, **kwargs)
@@ -378,6 +380,20 @@ class FilesystemDriver:
         finally:
             os.close(fd)  # releases the lock
 
+    def lock_holders(self, path: str) -> Sequence[int] | None:
+        """From Linux's ``/proc/locks``, whose lines name each lock's file by device and inode. In a
+        container, processes of other PID namespaces are left out (the kernel shows them as 0)."""
+        try:
+            st = os.stat(self.full(path))
+        except _MISSING:
+            return []
+        try:
+            with open("/proc/locks", "rb") as f:
+                table = f.read()
+        except OSError:
+            return None
+        return _holders(table, st.st_dev, st.st_ino)
+
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._flusher.shutdown(wait=False, cancel_futures=True)
@@ -637,6 +653,19 @@ async def _acquire(fd: int, path: str, *, shared: bool, wait: float) -> None:
                 raise
             await asyncio.sleep(delay)  # flock would block a thread; poll instead
             delay = min(delay * 2, 0.05)
+
+
+def _holders(table: bytes, device: int, inode: int) -> list[int]:
+    """The PIDs of ``/proc/locks`` lines that hold a lock on the file: ``1: FLOCK  ADVISORY  READ  1234
+    fd:01:5678 0 EOF`` (the device in hex); a waiter's line has ``->`` after its number."""
+    wanted = f"{os.major(device):02x}:{os.minor(device):02x}:{inode}".encode()
+    pids: set[int] = set()
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] != b"->" and fields[5] == wanted and fields[4].isdigit():
+            pids.add(int(fields[4]))
+    pids.discard(0)
+    return sorted(pids)
 
 
 def _same_file(fd: int, full: str, path: str) -> os.stat_result:

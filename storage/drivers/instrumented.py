@@ -126,5 +126,8 @@ class InstrumentedDriver:
             self._done("Lock", started)  # the wait for the lock, not the time it is held
             yield
 
+    def lock_holders(self, path: str) -> Sequence[int] | None:
+        return self.inner.lock_holders(path)
+
     async def close(self) -> None:
         await self.inner.close()

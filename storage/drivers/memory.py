@@ -165,6 +165,9 @@ class InMemoryDriver:
             else:
                 self._exclusive.discard(path)
 
+    def lock_holders(self, path: str) -> Sequence[int] | None:
+        return None  # its locks are this process's own: nothing else can run beside it
+
     async def close(self) -> None:
         pass
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -164,6 +166,29 @@ async def test_offline_collection_is_refused_while_a_server_serves_the_root(
         assert os.path.exists(gone_path)
     assert await asyncio.to_thread(main, offline) == 0  # the server stopped
     assert not os.path.exists(gone_path)
+
+
+async def test_a_collection_run_by_hand_beside_a_server_runs_as_the_servers_own(tmp_path: Path) -> None:
+    root = str(tmp_path / "root")
+    _, gone = await _tree(root)
+    gone_path = os.path.join(root, paths.blob_data(Digest.parse(gone)))
+    # A process of its own: the collector lowers its priority, which this one must keep.
+    argv = [sys.executable, "-m", "app", "garbage-collect", "--root", root, "-m", "--grace", "1h"]
+
+    def by_hand() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+    alone = await asyncio.to_thread(by_hand)  # no server: at the priority it was started with
+    assert alone.returncode == 0 and "the root is served" not in alone.stderr, alone.stderr
+    assert f"manifest {gone}" in alone.stdout and not os.path.exists(gone_path)
+    await _tree(root)  # the same images again, the untagged one aged past the grace period
+    settings = Settings.model_validate({"storage": {"filesystem": {"rootdirectory": root}}})
+    async with started(settings):  # it serves from this process, which holds the serving lock
+        beside = await asyncio.to_thread(by_hand)
+    assert beside.returncode == 0, beside.stderr
+    assert f"the root is served (processes {os.getpid()}): collecting at " in beside.stderr
+    assert "nice 19" in beside.stderr and "kura.gc.busycores 0.1" in beside.stderr
+    assert f"manifest {gone}" in beside.stdout and not os.path.exists(gone_path)
 
 
 async def test_a_server_does_not_start_during_an_offline_collection(

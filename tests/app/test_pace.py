@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from app.pace import SERVER_PID_ENV, Pace, ServerLoad, for_server
+from app.pace import SERVER_PID_ENV, HolderLoad, Pace, ServerLoad, beside_servers, for_server
 
 
 class World:
@@ -114,6 +114,26 @@ def test_the_server_load_counts_the_servers_children_but_not_the_collector() -> 
     finally:
         child.communicate(b"\n", timeout=30)
     assert ServerLoad(2**22 + 12345).cpu_seconds() is None  # no such process: no reading, no pace
+
+
+def test_the_load_beside_servers_counts_the_processes_holding_the_serving_lock() -> None:
+    burn = "import time\nwhile time.process_time() < 0.3: pass\nprint('done', flush=True)\ninput()"
+    child = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    holders: list[int] | None = [child.pid, os.getpid()]
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"done\n"
+        load = HolderLoad(lambda: holders)  # this process is the collector: left out
+        assert load.pids() == [child.pid]
+        assert (load.cpu_seconds() or 0.0) >= 0.29
+        holders = []
+        assert load.cpu_seconds() == 0.0  # the servers stopped: no load, no waits
+        holders = None
+        assert load.cpu_seconds() is None
+    finally:
+        child.communicate(b"\n", timeout=30)
+    assert isinstance(beside_servers(0.1, lambda: []), Pace)  # a server may start during the run
+    assert beside_servers(0.0, lambda: [os.getpid()]) is None  # kura.gc.busycores: 0
+    assert beside_servers(0.1, lambda: None) is None  # the driver cannot tell
 
 
 def test_only_the_servers_own_runs_are_paced_and_a_zero_budget_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,9 @@ parametrised over all of them); a new driver (S3) is done when it passes."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -239,6 +242,56 @@ async def test_lock_waits_for_its_holder(driver: StorageDriver) -> None:
         order.append("acquired")
     await task
     assert order == ["held", "released", "acquired"]
+
+
+HOLD = """import fcntl, sys
+f = open(sys.argv[1])
+print("locking", flush=True)
+fcntl.flock(f, fcntl.LOCK_SH if sys.argv[2] == "shared" else fcntl.LOCK_EX)
+print("held", flush=True)
+input()"""
+
+
+async def test_lock_holders_are_the_processes_holding_a_lock_now(driver: StorageDriver, root: str) -> None:
+    if driver.lock_holders("l") is None:  # it cannot tell (in-memory: no other process shares it)
+        async with driver.lock("l", create=True, shared=True):
+            assert driver.lock_holders("l") is None
+        return
+    assert driver.lock_holders("l") == []  # no such file
+    async with driver.lock("l", create=True, shared=True):
+        assert driver.lock_holders("l") == [os.getpid()]
+    assert driver.lock_holders("l") == []
+
+    def start(mode: str) -> subprocess.Popen[bytes]:
+        child = subprocess.Popen(
+            [sys.executable, "-c", HOLD, os.path.join(root, "l"), mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert child.stdout is not None and child.stdout.readline() == b"locking\n"
+        return child
+
+    # Another process holding it, as a server's worker holds the serving lock, and one waiting for it.
+    reader = start("shared")
+    writer = None
+    try:
+        assert reader.stdout is not None and reader.stdout.readline() == b"held\n"
+        async with driver.lock("l", shared=True):
+            assert driver.lock_holders("l") == sorted([os.getpid(), reader.pid])
+        writer = start("exclusive")  # blocks in flock(2): /proc/locks lists it as a waiter ("->")
+        for _ in range(600):
+            with open("/proc/locks", "rb") as table:
+                if f" {writer.pid} ".encode() in table.read():
+                    break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the waiting process never showed in /proc/locks")
+        assert driver.lock_holders("l") == [reader.pid]
+    finally:
+        reader.communicate(b"\n", timeout=60)
+        if writer is not None:
+            assert writer.stdout is not None and writer.stdout.readline() == b"held\n"
+            assert driver.lock_holders("l") == [writer.pid]
+            writer.communicate(b"\n", timeout=60)
+    assert driver.lock_holders("l") == []
 
 
 async def test_touch_moves_the_mtime(driver: StorageDriver) -> None:
