@@ -20,7 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from app.auth.settings import Auth, KuraAuth
 from app.notify.config import Notifications
-from storage import drivers
+from storage import StorageDriver, drivers
 from storage.gc.config import GCConfig, RetentionPolicy, UploadPurging
 
 ENV_PREFIX = "REGISTRY_"
@@ -180,6 +180,10 @@ class Settings(_Section):
     @property
     def root(self) -> str:
         return self.storage.filesystem.rootdirectory or DEFAULT_ROOT
+
+    def open_driver(self) -> StorageDriver:
+        """The storage driver the ``storage`` section names, on its root (close it when done)."""
+        return drivers.create(self.storage.driver(), {"rootdirectory": self.root})
 
     def listen(self) -> tuple[str, int]:
         return _host_port("http.addr", self.http.addr)

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from app.logs import FIELDS
 from storage import errors as se
+from storage.driver import Busy
 
 log = logging.getLogger("kura")
 _READS = frozenset(("GET", "HEAD"))
@@ -148,6 +149,18 @@ def oci_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.code, exc.message, exc.detail, exc.status, exc.headers)
 
 
+BUSY_RETRY_AFTER = "1"  # seconds: a garbage collection's sweep holds a stripe for milliseconds at a time
+
+
+def busy_error(request: Request, exc: Exception) -> Response:
+    """A lock stayed held longer than the request waits for it (``storage.driver.Busy``): a garbage
+    collection sweeping this blob's stripe, or another change of the same tags. Nothing was changed,
+    so the client may send the same request again: 503 with Retry-After, which clients retry."""
+    message = "the content is locked by another request or by garbage collection; retry shortly"
+    log_rejection(request, Code.UNAVAILABLE, message, None)
+    return error_response(Code.UNAVAILABLE, message, None, 503, {"Retry-After": BUSY_RETRY_AFTER})
+
+
 def client_disconnect(request: Request, exc: Exception) -> Response:
     # The client went away mid-body: its doing, so no traceback; the reply is for nobody, and what
     # the request had written stays (an upload resumes from it).
@@ -178,6 +191,7 @@ def unexpected_error(request: Request, exc: Exception) -> Response:
 HANDLERS = {
     se.StorageError: storage_error,
     OCIError: oci_error,
+    Busy: busy_error,
     ClientDisconnect: client_disconnect,
     HTTPException: http_error,
 }

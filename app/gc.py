@@ -67,7 +67,6 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def command(args: argparse.Namespace) -> int:
     from app import pace as pacing
-    from storage import drivers
     from storage.driver import Busy
     from storage.gc import collector, duration
     from storage.gc.state import ServerRunning
@@ -98,7 +97,7 @@ def command(args: argparse.Namespace) -> int:
         print("kura garbage-collect: only a filesystem root can be collected from the command line", file=sys.stderr)
         return 2
 
-    driver = drivers.create("filesystem", {"rootdirectory": settings.root})
+    driver = settings.open_driver()
     if args.settings_env:
         pace = pacing.for_server(settings.kura.gc.busycores)
     else:
@@ -261,11 +260,10 @@ async def _collect_in_child(settings: Settings) -> None:
 
 def offline_run_on(settings: Settings) -> bool:
     """Whether an offline collection runs on the root (it holds the serving lock exclusively)."""
-    from storage import drivers
     from storage.gc import state
 
     async def probe() -> bool:
-        driver = drivers.create(settings.storage.driver(), {"rootdirectory": settings.root})
+        driver = settings.open_driver()
         try:
             async with state.serving(driver):
                 return False

@@ -70,7 +70,7 @@ class RegistryApp(Starlette):
 
 def open_registry(settings: Settings) -> Registry:
     """The storage the settings name, with its driver, caches and threads (close it when done)."""
-    driver = drivers.create(settings.storage.driver(), {"rootdirectory": settings.root})
+    driver = settings.open_driver()
     if settings.http.debug.addr and settings.http.debug.prometheus.enabled:  # as the Observe middleware counts
         driver = drivers.InstrumentedDriver(driver, metrics.observe_storage_action)
     options = Options(

@@ -15,6 +15,7 @@ on a lock of the upload's directory; the later ones find the upload gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
 from collections import OrderedDict
@@ -230,12 +231,14 @@ class Uploads:
         blob, never a torn or wrong one.
         """
         try:
-            async with self._driver.lock(paths.upload(name, upload_id), wait=COMMIT_WAIT):
+            async with contextlib.AsyncExitStack() as held:
+                try:
+                    await held.enter_async_context(self._driver.lock(paths.upload(name, upload_id), wait=COMMIT_WAIT))
+                except Busy:  # only this lock's: a blob stripe's Busy is the collector's, and passes on
+                    raise _busy(upload_id) from None
                 info = await self._commit_held(name, upload_id, digest, chunks, start, length)
         except PathNotFound:
             raise _unknown(upload_id) from None
-        except Busy:
-            raise _busy(upload_id) from None
         await self._remove(name, upload_id)
         return info
 
@@ -261,7 +264,11 @@ class Uploads:
                 actual = await self._hash_stored(data, digest.algorithm)
             matches = actual == digest.hex
             if matches:
-                await self._store(file, digest, written_now=file.size > before)
+                try:
+                    await self._store(file, digest, written_now=file.size > before)
+                except Busy:  # the collector held the blob's stripe: put the upload back as it was, so
+                    await file.truncate(before)  # that the client may send this very request again
+                    raise
             size = file.size
         finally:
             await file.close()

@@ -276,9 +276,8 @@ class Collection:
     def _keep(self, doc: mark.Document | None, digest: Digest) -> None:
         """A doomed manifest was touched during the run: it and what it references stay."""
         sizes = {digest: 0} if doc is None else {digest: doc.size}
-        if doc is not None:
-            for blob, blob_size in zip((*doc.blobs, *doc.children), doc.blob_sizes, strict=False):
-                sizes.setdefault(blob, blob_size)
+        for blob, blob_size in doc.references() if doc is not None else ():
+            sizes.setdefault(blob, blob_size)
         for kept, kept_size in sizes.items():
             if kept not in self.needed:
                 self.needed[kept] = kept_size

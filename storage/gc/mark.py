@@ -12,7 +12,7 @@ once its grace period is over, even where untagged manifests are otherwise kept.
 from __future__ import annotations
 
 import json
-from collections.abc import Set
+from collections.abc import Iterator, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,10 @@ class Document:
     subject: Digest | None
     size: int  # of the manifest itself
     blob_sizes: tuple[int, ...] = ()  # the descriptors' sizes, parallel to blobs + children
+
+    def references(self) -> Iterator[tuple[Digest, int]]:
+        """Each blob and child with the size its descriptor declares (as the pushing client sent it)."""
+        return zip((*self.blobs, *self.children), self.blob_sizes, strict=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +171,6 @@ def sizes(marking: Marking) -> dict[Digest, int]:
         if doc is None:
             continue
         found[digest] = doc.size
-        for blob, blob_size in zip((*doc.blobs, *doc.children), doc.blob_sizes, strict=False):
+        for blob, blob_size in doc.references():
             found.setdefault(blob, blob_size)
     return found

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
+from starlette.applications import Starlette
 
+from storage.digest import Digest
+from storage.gc import touch
 from tests.oci import OCI_MANIFEST, push_image, random_image, sha256
 
 
@@ -118,3 +123,49 @@ async def test_utf16_manifest_is_refused(client: httpx.AsyncClient) -> None:
         body = json.dumps(text).encode(encoding)
         r = await client.put("/v2/r/manifests/t", content=body, headers={"Content-Type": OCI_MANIFEST})
         assert r.status_code == 400 and error_code(r) == "MANIFEST_INVALID", (encoding, r.text)
+
+
+async def test_a_push_that_meets_a_sweep_is_told_to_retry_and_its_retry_succeeds(
+    app: Starlette, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue: a commit waiting longer than LOCK_WAIT for the blob's stripe, held by the collector, was
+    400 BLOB_UPLOAD_INVALID ("another request is writing this upload"), which clients do not retry,
+    and a monolithic retry then appended its body a second time. Now: 503 with Retry-After, and the
+    upload as it was before the request, for chunked and monolithic commits and a manifest PUT."""
+    monkeypatch.setattr(touch, "LOCK_WAIT", 0.2)
+    driver = app.state.registry.driver
+    chunked, whole = os.urandom(1 << 20), os.urandom(1 << 16)
+    chunked_at = (await client.post("/v2/r/blobs/uploads/")).headers["location"]
+    assert (await client.patch(chunked_at, content=chunked)).status_code == 202
+    whole_at = (await client.post("/v2/r/blobs/uploads/")).headers["location"]
+    config = b"{}"
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config), "size": 2},
+            "layers": [],
+        }
+    ).encode()
+    pushed = await client.post("/v2/r/blobs/uploads/", params={"digest": sha256(config)}, content=config)
+    assert pushed.status_code == 201
+    stripes = {touch.stripe(Digest.parse(sha256(b))) for b in (chunked, whole, manifest)}
+    async with contextlib.AsyncExitStack() as sweeping:  # the collector's exclusive stripes
+        for stripe in sorted(stripes):
+            await sweeping.enter_async_context(driver.lock(stripe, shared=False, create=True))
+        refused = [
+            await client.put(chunked_at, params={"digest": sha256(chunked)}),
+            await client.put(whole_at, params={"digest": sha256(whole)}, content=whole),
+            await client.put("/v2/r/manifests/v1", content=manifest, headers={"Content-Type": OCI_MANIFEST}),
+        ]
+        for r in refused:
+            assert r.status_code == 503 and error_code(r) == "UNAVAILABLE", r.text
+            assert r.headers["retry-after"] == "1"
+        assert (await client.get(chunked_at)).headers["range"] == f"0-{len(chunked) - 1}"
+        assert (await client.get(whole_at)).headers["range"] == "0-0"  # the body it appended was taken back
+    assert (await client.put(chunked_at, params={"digest": sha256(chunked)})).status_code == 201
+    assert (await client.put(whole_at, params={"digest": sha256(whole)}, content=whole)).status_code == 201
+    r = await client.put("/v2/r/manifests/v1", content=manifest, headers={"Content-Type": OCI_MANIFEST})
+    assert r.status_code == 201, r.text
+    for blob in (chunked, whole):
+        assert (await client.get(f"/v2/r/blobs/{sha256(blob)}")).content == blob
