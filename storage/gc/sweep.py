@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import posixpath
-import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -95,8 +94,6 @@ class Stripes:
         stripes: dict[str, list[T]] = {}
         for item in items:
             stripes.setdefault(touch.stripe(digest(item)), []).append(item)
-        for group in stripes.values():
-            random.shuffle(group)
         busy: list[T] = []
         room = self.room or asyncio.Semaphore(PARALLEL)
 
