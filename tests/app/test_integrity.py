@@ -129,9 +129,10 @@ async def test_a_push_that_meets_a_sweep_is_told_to_retry_and_its_retry_succeeds
     app: Starlette, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue: a commit waiting longer than LOCK_WAIT for the blob's stripe, held by the collector, was
-    400 BLOB_UPLOAD_INVALID ("another request is writing this upload"), which clients do not retry,
-    and a monolithic retry then appended its body a second time. Now: 503 with Retry-After, and the
-    upload as it was before the request, for chunked and monolithic commits and a manifest PUT."""
+    400 BLOB_UPLOAD_INVALID ("another request is writing this upload"), blaming the client, and the
+    body a monolithic commit had appended stayed, so its retry would append it a second time. Now:
+    503 with Retry-After, and the upload as it was before the request, for chunked and monolithic
+    commits and a manifest PUT."""
     monkeypatch.setattr(touch, "LOCK_WAIT", 0.2)
     driver = app.state.registry.driver
     chunked, whole = os.urandom(1 << 20), os.urandom(1 << 16)
