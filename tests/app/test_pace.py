@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -98,11 +100,20 @@ async def test_an_unknown_server_load_never_slows_the_collection() -> None:
     assert world.slept == [] and not pace.busy
 
 
-def test_the_server_load_counts_the_servers_children_but_not_the_collector() -> None:
+@contextlib.contextmanager
+def burnt() -> Iterator[subprocess.Popen[bytes]]:
+    """A child process that has used 0.3 s of CPU, alive until the block ends."""
     burn = "import time\nwhile time.process_time() < 0.3: pass\nprint('done', flush=True)\ninput()"
     child = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
-        assert child.stdout is not None and child.stdout.readline() == b"done\n"  # it has used 0.3 s
+        assert child.stdout is not None and child.stdout.readline() == b"done\n"
+        yield child
+    finally:
+        child.communicate(b"\n", timeout=30)
+
+
+def test_the_server_load_counts_the_servers_children_but_not_the_collector() -> None:
+    with burnt() as child:
         as_root = ServerLoad(os.getpid(), own=os.getpid())  # this process is the server; it counts only its child
         as_collector = ServerLoad(os.getpid(), own=child.pid)  # the child is the collector: left out
 
@@ -111,17 +122,12 @@ def test_the_server_load_counts_the_servers_children_but_not_the_collector() -> 
         assert (as_root.cpu_seconds() or 0.0) >= 0.29
         left_out = as_collector.pids()
         assert left_out is not None and child.pid not in left_out and os.getpid() in left_out
-    finally:
-        child.communicate(b"\n", timeout=30)
     assert ServerLoad(2**22 + 12345).cpu_seconds() is None  # no such process: no reading, no pace
 
 
 def test_the_load_beside_servers_counts_the_processes_holding_the_serving_lock() -> None:
-    burn = "import time\nwhile time.process_time() < 0.3: pass\nprint('done', flush=True)\ninput()"
-    child = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    holders: list[int] | None = [child.pid, os.getpid()]
-    try:
-        assert child.stdout is not None and child.stdout.readline() == b"done\n"
+    with burnt() as child:
+        holders: list[int] | None = [child.pid, os.getpid()]
         load = HolderLoad(lambda: holders)  # this process is the collector: left out
         assert load.pids() == [child.pid]
         assert (load.cpu_seconds() or 0.0) >= 0.29
@@ -129,8 +135,6 @@ def test_the_load_beside_servers_counts_the_processes_holding_the_serving_lock()
         assert load.cpu_seconds() == 0.0  # the servers stopped: no load, no waits
         holders = None
         assert load.cpu_seconds() is None
-    finally:
-        child.communicate(b"\n", timeout=30)
     assert isinstance(beside_servers(0.1, lambda: []), Pace)  # a server may start during the run
     assert beside_servers(0.0, lambda: [os.getpid()]) is None  # kura.gc.busycores: 0
     assert beside_servers(0.1, lambda: None) is None  # the driver cannot tell
