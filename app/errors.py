@@ -154,8 +154,9 @@ BUSY_RETRY_AFTER = "1"  # seconds: a garbage collection's sweep holds a stripe f
 
 def busy_error(request: Request, exc: Exception) -> Response:
     """A lock stayed held longer than the request waits for it (``storage.driver.Busy``): a garbage
-    collection sweeping this blob's stripe, or another change of the same tags. Nothing was changed,
-    so the client may send the same request again: 503 with Retry-After, which clients retry."""
+    collection sweeping this blob's stripe, or another change of the same tags. The client may send
+    the same request again (an upload commit puts back what it appended; a manifest PUT may have
+    stored its manifest, and its retry tags it): 503 with Retry-After."""
     message = "the content is locked by another request or by garbage collection; retry shortly"
     log_rejection(request, Code.UNAVAILABLE, message, None)
     return error_response(Code.UNAVAILABLE, message, None, 503, {"Retry-After": BUSY_RETRY_AFTER})
