@@ -22,6 +22,13 @@ _CLOSE = (b"connection", b"close")
 log = logging.getLogger("kura")
 
 
+def close_after_error(start: Message) -> None:
+    """After a server error the connection's state is not to be trusted (a request body may be half
+    read): a response start with a 5xx status closes it, and tells the client so."""
+    if start["status"] >= 500:
+        start["headers"] = [*start.get("headers", []), _CLOSE]
+
+
 class CatchAll:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -36,10 +43,7 @@ class CatchAll:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                if message["status"] >= 500:
-                    # After a server error the connection's state is not to be trusted (a request
-                    # body may be half read): close it, and tell the client so.
-                    message["headers"] = [*message.get("headers", []), _CLOSE]
+                close_after_error(message)
             await send(message)
 
         try:

@@ -9,9 +9,11 @@ would: the path is a hot route's (matched with that route's own regex, see below
 pass, auth (when on) would let it through unchanged (``app.auth.middleware.ReadGate``), and **the same
 endpoint** returns a response. It sends that response with the same common headers and accounts for it
 with the same ``Accounting`` as the ``Observe`` middleware, so status, headers, body, metrics and the
-access line are those of the full stack, byte for byte. Anything else (any error the endpoint raises,
+access line are those of the full stack, byte for byte. Anything else (any other error the endpoint raises,
 a challenge, a refusal) is left to the full stack, which answers it from the start: the endpoints
-raise before they have any effect (a pull's notification and GC mark come after the lookup).
+raise before they have any effect (a pull's notification and GC mark come after the lookup). The one
+error the lane answers itself is a lock held past the wait (``storage.driver.Busy``, a stripe held by
+a stuck collector): the full stack would only wait as long again before the same 503.
 
 A hot route is taken only when no route before it in the table could match the path too: routes
 whose last two segments are fixed differently can never match the same path (``.../manifests/<ref>``
@@ -31,9 +33,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Message, Receive, Scope, Send
 
+from app.catchall import close_after_error
+from app.errors import busy_error
 from app.health import Health
 from app.observe import Accounting, Exchange
 from app.routes import blobs, listing, manifests
+from storage.driver import Busy
 
 if TYPE_CHECKING:
     from app.auth.middleware import ReadGate  # imported only when auth is on
@@ -124,8 +129,13 @@ class HotLane:
         scope["path_params"] = params
         started = time.perf_counter()
         handler = self.accounting.enter(scope)
+        request = Request(scope, receive, send)
         try:
-            response = await endpoint(Request(scope, receive, send))
+            response = await endpoint(request)
+        except Busy as exc:
+            # The endpoint waited its LOCK_WAIT for a stripe and changed nothing: answer as the full
+            # stack's handler does (its 503, logged as a rejection), not wait all over again there.
+            response = busy_error(request, exc)
         except Exception:
             self.accounting.leave(scope, handler)
             return False  # the full stack answers it, from its own lookup
@@ -138,6 +148,7 @@ class HotLane:
         async def counting_send(message: Message) -> None:
             exchange.sent_message(message)
             if message["type"] == "http.response.start":
+                close_after_error(message)  # as CatchAll, inside CommonHeaders
                 message["headers"] = [*message["headers"], *common]
             await send(message)
 

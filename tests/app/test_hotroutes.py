@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ from app.hotroutes import HotLane, hot_routes
 from app.logs import FIELDS
 from app.main import create_app
 from app.routes import ROUTES
+from storage import paths
+from storage.digest import Digest
+from storage.gc import touch
 from tests.app.authworld import client_for, htpasswd_settings, seed
 from tests.authkit import basic
 from tests.conftest import client_of
@@ -162,6 +166,45 @@ async def test_hot_responses_are_the_routers(
     assert hot == routed and served == sum(status < 400 for status in statuses)  # errors: the full stack
     manifests_and_blobs = [200, 200, 200, 200, 404, 404, 404, 404, 400, 200, 200, 206, 416, 404, 400, 400, 404]
     assert statuses == [*manifests_and_blobs, 200, 200, 200, 400, 404]
+
+
+async def test_a_read_that_waits_out_a_held_stripe_is_answered_after_one_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue: a blob read that touches a stale blob under its stripe, held by a stuck collector,
+    waited LOCK_WAIT in the lane, which then left the request to the full stack, which waited as
+    long again before its 503. Now the lane answers that 503 itself, as the full stack does."""
+    from app.config import Settings
+
+    root = tmp_path / "root"
+    application = create_app(Settings.model_validate({"storage": {"filesystem": {"rootdirectory": str(root)}}}))
+    monkeypatch.setattr(touch, "LOCK_WAIT", 0.2)
+    waits: list[Digest] = []
+    held = touch.Observer.held
+
+    def counted(self: touch.Observer, digest: Digest) -> Any:
+        waits.append(digest)
+        return held(self, digest)
+
+    monkeypatch.setattr(touch.Observer, "held", counted)
+    async with client_of(application) as client:
+        image = random_image(seed=12)
+        await push_image(client, "team/app", image, "v1")
+        layer = Digest.parse(next(iter(image.blobs)))
+        os.utime(root / paths.blob_data(layer), (1, 1))  # stale: a read must touch it under its stripe
+        driver = application.state.registry.driver
+        waits.clear()  # the push's own
+        requests: list[tuple[str, str, dict[str, str]]] = [
+            ("HEAD", f"/v2/team/app/blobs/{layer}", {}),
+            ("GET", f"/v2/team/app/blobs/{layer}", {}),
+        ]
+        async with driver.lock(touch.stripe(layer), shared=False, create=True):  # the stuck collector's
+            hot, routed, served = await _both_paths(client, requests, monkeypatch, caplog)
+        assert waits == [layer] * 4  # one wait per request, with the lane and without it
+        assert hot == routed and served == 2
+        for status, headers, _ in hot:
+            assert status == 503 and (b"retry-after", b"1") in headers and (b"connection", b"close") in headers
+        assert (await client.head(f"/v2/team/app/blobs/{layer}")).status_code == 200  # released: served
 
 
 async def test_hot_responses_under_auth_are_the_routers(
