@@ -65,6 +65,8 @@ def blob_data(digest: Digest) -> str:
 
 
 def repository(name: str) -> str:
+    if _plain(name):
+        return f"{REPOSITORIES}/{name}"
     return join(REPOSITORIES, name)
 
 
@@ -79,6 +81,8 @@ def layer_link(name: str, digest: Digest) -> str:
 
 
 def manifests(name: str) -> str:
+    if _plain(name):
+        return f"{REPOSITORIES}/{name}/_manifests"
     return join(repository(name), "_manifests")
 
 
@@ -93,6 +97,8 @@ def manifest_revision_link(name: str, digest: Digest) -> str:
 
 
 def tags(name: str) -> str:
+    if _plain(name):
+        return f"{REPOSITORIES}/{name}/_manifests/tags"
     return join(manifests(name), "tags")
 
 

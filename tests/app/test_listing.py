@@ -1,7 +1,13 @@
 from __future__ import annotations
 
-import httpx
+import json
+from typing import Any
 
+import httpx
+import pytest
+from starlette.responses import JSONResponse
+
+from app.routes.listing import ListingResponse
 from tests.oci import OCI_MANIFEST, push_image, random_image
 
 
@@ -59,3 +65,34 @@ async def test_catalog_paginated(client: httpx.AsyncClient) -> None:
     assert r.json()["repositories"] == []
     r = await client.get("/v2/_catalog", params={"n": "x"})
     assert r.status_code == 400
+
+
+LISTINGS: list[dict[str, Any]] = [
+    {"name": "team/app", "tags": ["1.0", "latest", "sha256-" + "a" * 64, "v_1-rc.2"]},
+    {"name": "r", "tags": []},
+    {"repositories": []},
+    {"repositories": ["a", "a/b", "x.y/z-w_v"]},
+    {"name": "", "tags": [""]},
+    # Directory names a hand (or another tool) made: each needs the encoder's escapes
+    {"name": "r", "tags": ['quo"te']},
+    {"name": "r", "tags": ["back\\slash"]},
+    {"name": "r", "tags": ["new\nline", "tab\t", "\x00"]},
+    {"name": "r", "tags": ["ünïcode", "日本", "emoji\U0001f600"]},
+    {"name": "r", "tags": ["sp ace", "a,b", "c:d", "[x]"]},
+    {"name": "r", "tags": ["lone\ud800surrogate"]},
+    {"name": 'q"', "tags": ["ok"]},
+    {"name": "r", "tags": [1, "mixed"]},
+]
+
+
+@pytest.mark.parametrize("content", LISTINGS)
+def test_listing_bytes_are_the_encoders(content: dict[str, Any]) -> None:
+    """The listing's fast path writes exactly what JSONResponse writes, whatever the names."""
+    try:
+        expected = JSONResponse(content).body
+    except UnicodeEncodeError:
+        with pytest.raises(UnicodeEncodeError):
+            ListingResponse(content)
+        return
+    assert ListingResponse(content).body == expected
+    assert json.loads(bytes(expected)) == content

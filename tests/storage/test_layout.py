@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 
 import pytest
 
@@ -55,3 +56,14 @@ async def test_corrupt_missing_and_hand_written_links(driver: StorageDriver, raw
     assert await links.read(driver, "link") is None
     await driver.put_content("link", raw)
     assert await links.read(driver, "link") == (None if raw == b"garbage" else D)
+
+
+@pytest.mark.parametrize("name", ["a", "a/b", "a//b", "/abs", "trail/", "", "."])
+def test_paths_formatted_directly_are_joins(name: str) -> None:
+    """The per-request paths skip posixpath.join only where it would give the same string."""
+    repository = posixpath.join(paths.REPOSITORIES, name)
+    assert paths.repository(name) == repository
+    assert paths.manifests(name) == posixpath.join(repository, "_manifests")
+    assert paths.tags(name) == posixpath.join(repository, "_manifests", "tags")
+    assert paths.tag_current_link(name, "t") == posixpath.join(repository, "_manifests", "tags", "t", "current", "link")
+    assert paths.layer_link(name, D) == posixpath.join(repository, "_layers", "sha256", D.hex, "link")
