@@ -85,9 +85,10 @@ async def names(driver: StorageDriver, name: Name, cache: ListingCache | None = 
     """Sorted names of the tags that resolve; NameUnknown when the repository has no manifests. Do not mutate."""
     directory = paths.tags(name)
     read_at = time.time_ns()
-    found, manifests = await driver.stat_many([directory, paths.manifests(name)])
+    (found,) = await driver.stat_many([directory])
     if found is None:
-        if manifests is not None:
+        # No tags directory (rare: untagged, or unknown): whether the repository has manifests at all
+        if (await driver.stat_many([paths.manifests(name)]))[0] is not None:
             return []
         raise NameUnknown("repository name not known to registry", {"name": name})
     mtime = found.mtime_ns
