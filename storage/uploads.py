@@ -202,11 +202,11 @@ class Uploads:
         writer = UploadWriter(file, _resume(self._hashers.pop(upload_id), algorithm, before), self._hashing)
         try:
             await _stream(writer, chunks)
-            if length is not None and file.size - before != length:
+            received = file.size - before
+            if length is not None and received != length:
                 await file.truncate(before)
                 raise SizeInvalid(
-                    "body length does not match the declared length",
-                    {"declared": length, "received": file.size - before},
+                    "body length does not match the declared length", {"declared": length, "received": received}
                 )
         except BaseException:
             writer.running.offset = -1

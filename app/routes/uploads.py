@@ -7,7 +7,7 @@ from app.errors import Code, OCIError
 from app.http import body, content_length, content_range, has_body, registry, upload_range
 from app.notify import hooks as notify
 from storage import BlobInfo
-from storage.errors import DigestInvalid
+from storage.errors import DigestInvalid, NameInvalid
 
 
 def _upload_location(name: str, upload_id: str) -> str:
@@ -36,13 +36,15 @@ async def start_upload(request: Request) -> Response:
     query = request.query_params
     mount = query.get("mount")
     if mount is not None:
+        source = query.get("from") or None  # an empty from is none: mount from any repository
         try:
-            info = await reg.mount_blob(name, mount, query.get("from"))
-        except DigestInvalid:
-            # registry:2 ignores a mount digest it cannot parse and opens a session (the spec's 202).
+            info = await reg.mount_blob(name, mount, source)
+        except (DigestInvalid, NameInvalid):
+            # registry:2 ignores a mount whose digest or source it cannot parse and opens a session
+            # (the spec's 202). A bad target name is still refused, by start_upload below.
             info = None
         if info is not None:
-            await notify.blob(request, "mount", name, info, query.get("from"))
+            await notify.blob(request, "mount", name, info, source)
             return _created(name, info)
     elif "digest" in query:
         # Monolithic upload in a single POST (spec: end-4b).

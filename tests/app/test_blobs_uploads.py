@@ -159,6 +159,14 @@ async def test_mount_with_and_without_from(client: httpx.AsyncClient) -> None:
     assert (await client.get(f"/v2/dst2/blobs/{digest}")).content == b"shared layer"
     r = await client.post("/v2/dst/blobs/uploads/", params={"mount": sha256(b"absent"), "from": "src"})
     assert r.status_code == 202 and "docker-upload-uuid" in r.headers
+    # An empty from is no from; one that is no repository name is a mount registry:2 ignores (a session)
+    r = await client.post("/v2/dst3/blobs/uploads/", params={"mount": digest, "from": ""})
+    assert r.status_code == 201 and r.headers["docker-content-digest"] == digest
+    for source in ("BAD..name", "/", "a" * 300):
+        r = await client.post("/v2/dst4/blobs/uploads/", params={"mount": digest, "from": source})
+        assert r.status_code == 202 and "docker-upload-uuid" in r.headers, source
+    r = await client.post("/v2/Bad..Target/blobs/uploads/", params={"mount": digest, "from": "BAD..name"})
+    assert r.status_code == 400 and error_code(r) == "NAME_INVALID"
 
 
 async def test_delete_blob(client: httpx.AsyncClient) -> None:

@@ -168,8 +168,9 @@ def test_short_writev_is_finished(tmp_path: object, monkeypatch: pytest.MonkeyPa
 async def test_size_mismatch_restores_the_upload(registry: Registry, size: int) -> None:
     upload = await registry.start_upload("r")
     await registry.append_upload("r", upload, chunks(b"abc"))
-    with pytest.raises(SizeInvalid):
+    with pytest.raises(SizeInvalid) as refused:
         await registry.append_upload("r", upload, chunks(os.urandom(size), 1 << 16), length=size + 6)
+    assert refused.value.detail == {"declared": size + 6, "received": size}
     assert await registry.upload_size("r", upload) == 3
     info = await registry.commit_upload("r", upload, sha256(b"abc"))
     assert info.size == 3
