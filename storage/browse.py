@@ -154,7 +154,7 @@ async def tag_links(registry: Registry, name: str, names: list[str], cache: TagC
 
 
 async def pointing_at(registry: Registry, name: str, digest: str, cache: TagCache | None = None) -> list[str]:
-    """The tags that point at ``digest`` now (``Registry.tags_of``, with the links cached)."""
+    """The tags that point at ``digest`` now, with the links cached."""
     wanted = Digest.parse(digest)
     listed, _ = await registry.list_tags(name)
     return [link.tag for link in await tag_links(registry, name, listed, cache) if link.digest == wanted]

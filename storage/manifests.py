@@ -196,22 +196,30 @@ async def write(
     return Manifest(digest, media_type, body, subject)
 
 
-async def delete(driver: StorageDriver, name: Name, ref: Reference) -> None:
-    """By tag: remove the tag only. By digest: remove the revision and every tag pointing at it."""
+async def delete(driver: StorageDriver, observer: Observer, name: Name, ref: Reference) -> list[str]:
+    """By tag: remove the tag only. By digest: remove the revision and every tag pointing at it; the
+    tags removed.
+
+    By digest it holds the manifest's stripe exclusively, as a sweep does: a PUT of the same manifest
+    (which links it and points its tag under the shared stripe) ends wholly before or wholly after
+    it, never with a tag pointing at a removed revision. A tag is removed only if it still points at
+    the digest under the tag lock: one moved to another manifest meanwhile stays.
+    """
     if ref.tag is not None:
         await tags.remove(driver, name, ref.tag)
-        return
+        return []
     assert ref.digest is not None
-    # registry:2 removes only the link file and leaves the directory.
-    try:
-        await driver.delete(paths.manifest_revision_link(name, ref.digest))
-    except PathNotFound:
-        raise ManifestUnknown("manifest unknown", {"digest": str(ref.digest)}) from None
-    for tag in await tags.pointing_at(driver, name, ref.digest):
+    async with observer.held(ref.digest, shared=False):
+        # registry:2 removes only the link file and leaves the directory.
         try:
-            await tags.remove(driver, name, tag)
-        except ManifestUnknown:
-            pass  # removed meanwhile by another request
+            await driver.delete(paths.manifest_revision_link(name, ref.digest))
+        except PathNotFound:
+            raise ManifestUnknown("manifest unknown", {"digest": str(ref.digest)}) from None
+        return [
+            tag
+            for tag in await tags.pointing_at(driver, name, ref.digest)
+            if await tags.untag(driver, name, tag, ref.digest)
+        ]
 
 
 def _parse(body: bytes) -> dict[str, Any]:

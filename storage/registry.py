@@ -146,13 +146,10 @@ class Registry:
         ref = Reference(None, Digest.parse(reference)) if ":" in reference else Reference(validate_tag(reference), None)
         return await manifests.write(self.driver, self.observer, repository, ref, body, content_type)
 
-    async def delete_manifest(self, name: str, reference: str) -> None:
+    async def delete_manifest(self, name: str, reference: str) -> list[str]:
+        """Delete by tag (the tag only) or by digest (with its tags); the tags a delete by digest removed."""
         self.deletable()
-        await manifests.delete(self.driver, Name.parse(name), Reference.parse(reference))
-
-    async def tags_of(self, name: str, digest: str) -> list[str]:
-        """The tags that currently point at ``digest`` (those a delete of it by digest removes)."""
-        return await tags.pointing_at(self.driver, Name.parse(name), Digest.parse(digest))
+        return await manifests.delete(self.driver, self.observer, Name.parse(name), Reference.parse(reference))
 
     async def list_tags(self, name: str, limit: int | None = None, after: str | None = None) -> tuple[list[str], bool]:
         """Up to ``limit`` tags sorted after ``after``, and whether more follow."""

@@ -107,6 +107,18 @@ async def names(driver: StorageDriver, name: Name, cache: ListingCache | None = 
     return listing
 
 
+async def untag(driver: StorageDriver, name: Name, tag: str, digest: Digest) -> bool:
+    """Remove the tag if it points at ``digest`` (checked under the tag lock); whether it did."""
+    async with driver.lock(_lock_path(name), wait=LOCK_WAIT, create=True):
+        if await resolve(driver, name, tag) != digest:
+            return False  # moved by another request, or removed
+        try:
+            await driver.delete(paths.tag_dir(name, tag))
+        except PathNotFound:
+            return False
+    return True
+
+
 async def pointing_at(driver: StorageDriver, name: Name, digest: Digest) -> list[str]:
     try:
         candidates = await driver.list(paths.tags(name))

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from app.http import registry
 from app.notify.event import BLOB_MEDIA_TYPE, base_url, references, target
 from app.notify.notifier import Notifier
 from storage import BlobInfo, Manifest, is_tag
-from storage.errors import StorageError
 
 
 def notifier(request: Request) -> Notifier | None:
@@ -67,17 +65,6 @@ async def deleted(request: Request, name: str, reference: str, tagged: list[str]
     await n.emit(request, "delete", target(name, digest=reference))
     for tag in sorted(tagged or []):
         await n.emit(request, "delete", target(name, tag=tag))
-
-
-async def tags_of(request: Request, name: str, reference: str) -> list[str]:
-    """The tags a delete by digest is about to remove, so that each gets its event afterwards."""
-    n = notifier(request)
-    if n is None or not n.wants("delete") or is_tag(reference):
-        return []
-    try:
-        return await registry(request).tags_of(name, reference)
-    except StorageError:
-        return []  # the delete itself reports the bad name or digest
 
 
 def _base(request: Request, n: Notifier) -> str:

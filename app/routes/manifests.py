@@ -38,7 +38,6 @@ async def put_manifest(request: Request) -> Response:
 
 async def delete_manifest(request: Request) -> Response:
     name, reference = request.path_params["name"], request.path_params["reference"]
-    tagged = await notify.tags_of(request, name, reference)
-    await registry(request).delete_manifest(name, reference)
-    await notify.deleted(request, name, reference, tagged)
+    removed = await registry(request).delete_manifest(name, reference)
+    await notify.deleted(request, name, reference, removed)
     return Response(status_code=202, headers={"Content-Length": "0"})

@@ -93,7 +93,7 @@ async def delete_manifest(visit: Visit) -> Any:
     if visit.request.method == "GET":
         return visit.page("confirm.html", name=name, what="manifest", tag=None, digest=str(target.digest), stay=tagged)
     await visit.form()
-    await visit.registry.delete_manifest(name, str(target.digest))
+    removed = await visit.registry.delete_manifest(name, str(target.digest))
     visit.site.sizes.forget(name)
-    await notify.deleted(visit.request, name, str(target.digest), tagged)
+    await notify.deleted(visit.request, name, str(target.digest), removed)
     return visit.redirect(f"{_repository_url(name)}?deleted={quote(str(target.digest))}")

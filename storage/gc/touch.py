@@ -75,9 +75,10 @@ class Observer:
         return info.mtime_ns is not None and time.time_ns() - info.mtime_ns <= self.interval_ns
 
     @contextlib.asynccontextmanager
-    async def held(self, digest: Digest) -> AsyncIterator[None]:
-        """The blob's stripe, shared: the sweeper cannot remove the blob while it is held."""
-        async with self.driver.lock(stripe(digest), shared=True, wait=LOCK_WAIT, create=True):
+    async def held(self, digest: Digest, *, shared: bool = True) -> AsyncIterator[None]:
+        """The blob's stripe, shared: the sweeper cannot remove the blob while it is held. Exclusive
+        (``shared=False``), as a sweep holds it: no request links or observes the blob meanwhile."""
+        async with self.driver.lock(stripe(digest), shared=shared, wait=LOCK_WAIT, create=True):
             yield
 
     async def touch_held(self, digest: Digest) -> bool:

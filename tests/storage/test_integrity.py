@@ -4,14 +4,18 @@ and hashes, as worker processes have), and what a crash leaves behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
-from storage import Registry, StorageDriver, paths
+from storage import Registry, StorageDriver, paths, tags
+from storage.digest import Digest
 from storage.drivers import FilesystemDriver, filesystem
-from storage.errors import UploadBusy, UploadUnknown
+from storage.errors import ManifestUnknown, NameUnknown, UploadBusy, UploadUnknown
+from storage.gc import touch
 from storage.names import Name
 from tests.oci import random_image, sha256
 
@@ -127,3 +131,66 @@ async def test_concurrent_first_writes_on_a_fresh_root(root: str) -> None:
     await asyncio.gather(*(driver.put_content(f"d/{i}", b"x") for i in range(64)))
     assert sorted(os.listdir(os.path.join(root, "d")), key=int) == [str(i) for i in range(64)]
     await driver.close()
+
+
+async def _two_manifests(registry: Registry) -> tuple[Any, Any]:
+    """Two images whose manifests lie in different blob stripes (a delete holds one exclusively)."""
+    for seed in range(52, 80):
+        d, e = random_image(seed=seed), random_image(seed=seed + 100)
+        if touch.stripe(Digest.parse(sha256(d.manifest))) != touch.stripe(Digest.parse(sha256(e.manifest))):
+            break
+    for image in (d, e):
+        for digest, blob in image.blobs.items():
+            await registry.put_blob("r", digest, once(blob))
+    return d, e
+
+
+async def test_a_delete_by_digest_keeps_a_tag_moved_meanwhile(
+    workers: list[Registry], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue: DELETE by digest took the tags pointing at it, then removed each blindly: a tag a PUT
+    moved to another manifest in between was lost (the PUT had been answered 201)."""
+    a, b = workers[0], workers[1]
+    d, e = await _two_manifests(a)
+    for tag in ("stays", "moves"):
+        await a.put_manifest("r", tag, d.manifest, d.media_type)
+    snapshot = tags.pointing_at
+
+    async def moved_meanwhile(driver: StorageDriver, name: Name, digest: Digest) -> list[str]:
+        found = await snapshot(driver, name, digest)
+        await b.put_manifest("r", "moves", e.manifest, e.media_type)  # another worker, after the look
+        return found
+
+    monkeypatch.setattr(tags, "pointing_at", moved_meanwhile)
+    assert sorted(await a.delete_manifest("r", sha256(d.manifest))) == ["stays"]
+    assert (await a.list_tags("r"))[0] == ["moves"]
+    assert (await b.get_manifest("r", "moves")).body == e.manifest
+
+
+async def test_a_delete_by_digest_and_a_push_of_it_end_as_one_or_the_other(
+    workers: list[Registry], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue: a PUT of a manifest saw its revision linked, a DELETE of it by digest removed the
+    revision, then the PUT pointed its new tag at it: a listed tag that no GET could resolve, and no
+    DELETE remove. Now the delete waits for the push's shared stripe (or the push for the delete's)."""
+    a, b = workers[0], workers[1]
+    d, _ = await _two_manifests(a)
+    digest = sha256(d.manifest)
+    await a.put_manifest("r", digest, d.manifest, d.media_type)  # linked, untagged
+    point = tags.point
+    deleting: list[asyncio.Task[list[str]]] = []
+
+    async def delete_meanwhile(driver: StorageDriver, name: Name, tag: str, target: Digest) -> None:
+        deleting.append(asyncio.create_task(b.delete_manifest("r", digest)))
+        await asyncio.wait(deleting, timeout=0.5)  # a delete not held back runs to its end here
+        await point(driver, name, tag, target)
+
+    monkeypatch.setattr(tags, "point", delete_meanwhile)
+    await a.put_manifest("r", "new", d.manifest, d.media_type)
+    monkeypatch.setattr(tags, "point", point)
+    removed = await deleting[0]
+    assert removed == ["new"]  # it ran after the push, and took the push's tag with the manifest
+    with contextlib.suppress(NameUnknown):  # in memory, a repository left without links is gone
+        assert (await a.list_tags("r"))[0] == []
+    with pytest.raises(ManifestUnknown):
+        await a.get_manifest("r", digest)
