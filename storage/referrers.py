@@ -7,9 +7,10 @@ per process and cached; a query only lists the repository's revisions.
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from storage import links, mediatypes, paths, tags
 from storage.digest import Digest
@@ -105,12 +106,23 @@ async def find(
     return result + await _from_fallback_tag(driver, name, subject, seen, artifact_type)
 
 
+# What a tag may not hold (its grammar: [A-Za-z0-9_][A-Za-z0-9._-]{0,127})
+_NOT_IN_TAGS: Final = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def fallback_tag(subject: Digest) -> str:
+    """The spec's referrers tag of ``subject``: its algorithm cut to 32 characters, "-", its encoded
+    part cut to 64, anything a tag may not hold made "-" (a sha512 subject's is ``sha512-`` and the
+    first 64 hex digits: the whole 128 would be no tag)."""
+    return _NOT_IN_TAGS.sub("-", f"{subject.algorithm[:32]}-{subject.hex[:64]}")
+
+
 async def _from_fallback_tag(
     driver: StorageDriver, name: Name, subject: Digest, seen: set[str], artifact_type: str | None
 ) -> list[dict[str, Any]]:
     """Descriptors from a client-maintained ``<alg>-<hex>`` tag index (the spec's tag schema), which
     a registry offering the API must include."""
-    digest = await tags.resolve(driver, name, f"{subject.algorithm}-{subject.hex}")
+    digest = await tags.resolve(driver, name, fallback_tag(subject))
     if digest is None:
         return []
     document = mediatypes.json_object(await _document(driver, digest))

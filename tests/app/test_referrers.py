@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -103,3 +104,26 @@ async def test_fallback_tag_schema_keeps_working(client: httpx.AsyncClient) -> N
     assert listed[1] == legacy_sig
     only_sig = await client.get(f"/v2/r/referrers/{subject}", params={"artifactType": "application/sig"})
     assert only_sig.json()["manifests"] == [legacy_sig]
+
+
+async def test_a_sha512_subjects_fallback_tag_is_its_first_64_digits(client: httpx.AsyncClient) -> None:
+    """The spec cuts the tag's encoded part to 64 characters: ``sha512-<128 hex>`` is no tag (135
+    characters), so Kura looked for a tag no client can push."""
+    body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": EMPTY, "layers": []}).encode()
+    subject = "sha512:" + hashlib.sha512(body).hexdigest()
+    r = await client.put(f"/v2/r/manifests/{subject}", content=body, headers={"Content-Type": OCI_MANIFEST})
+    assert r.status_code == 201, r.text
+    signature = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": EMPTY,
+        "layers": [],
+        "annotations": {"a": "b"},
+    }
+    sig = await put(client, "r", json.dumps(signature).encode())
+    entry = {"mediaType": OCI_MANIFEST, "digest": sig, "size": 1, "artifactType": "application/sig"}
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}).encode()
+    tag = "sha512-" + subject.removeprefix("sha512:")[:64]
+    r = await client.put(f"/v2/r/manifests/{tag}", content=index, headers={"Content-Type": OCI_INDEX})
+    assert r.status_code == 201, r.text
+    assert (await client.get(f"/v2/r/referrers/{subject}")).json()["manifests"] == [entry]
