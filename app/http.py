@@ -52,6 +52,31 @@ def content_range(request: Request) -> tuple[int, int] | None:
     return int(match[1]), int(match[2])
 
 
+def etag(digest: str) -> str:
+    return f'"{digest}"'
+
+
+def not_modified(request: Request, digest: str) -> bool:
+    """Whether ``If-None-Match`` names the content's ETag: quoted or bare (registry:2 takes both for
+    manifests), weak (``W/``), or ``*``; in one header or several, comma-separated."""
+    # Straight from the scope, not through request.headers: this runs on every hot read
+    values = [value.decode("latin-1") for key, value in request.scope["headers"] if key == b"if-none-match"]
+    if not values:
+        return False
+    wanted = ("*", digest, etag(digest))
+    return any(tag.strip().removeprefix("W/") in wanted for value in values for tag in value.split(","))
+
+
+def ranged(request: Request, digest: str) -> str | None:
+    """The ``Range`` to honour: none when ``If-Range`` names anything but this content's ETag (a date
+    never matches: blobs have no modification time to compare, as in registry:2)."""
+    value = request.headers.get("range")
+    condition = request.headers.get("if-range")
+    if value is None or condition is None or condition.strip() == etag(digest):
+        return value
+    return None
+
+
 def byte_range(value: str | None, size: int) -> tuple[int, int] | None:
     """A single satisfiable ``Range: bytes=a-b`` as (start, end inclusive); None means the whole blob.
 

@@ -4,7 +4,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.errors import Code, OCIError
-from app.http import registry
+from app.http import etag, not_modified, registry
 from app.notify import hooks as notify
 from storage import MAX_MANIFEST_SIZE as MAX_SIZE
 
@@ -14,9 +14,12 @@ async def get_manifest(request: Request) -> Response:
     # answering 404 to an old one (registry:2's behaviour for OCI types) helps nobody.
     name, reference = request.path_params["name"], request.path_params["reference"]
     manifest = await registry(request).get_manifest(name, reference)
-    await notify.manifest(request, "pull", name, reference, manifest)
     digest = str(manifest.digest)
-    headers = {"Docker-Content-Digest": digest, "ETag": f'"{digest}"'}
+    headers = {"Docker-Content-Digest": digest, "ETag": etag(digest)}
+    if not_modified(request, digest):
+        # registry:2's 304 comes before it reads the manifest, so without a pull event
+        return Response(status_code=304, headers=headers)
+    await notify.manifest(request, "pull", name, reference, manifest)
     return Response(manifest.body, headers=headers, media_type=manifest.media_type)
 
 

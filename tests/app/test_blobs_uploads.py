@@ -254,3 +254,24 @@ async def test_unexpected_errors_are_logged_with_their_traceback(
     r = await client.post("/v2/x/blobs/uploads/")
     assert r.status_code == 500 and r.json()["errors"][0]["message"] == "internal error"
     assert "RuntimeError: bug" in caplog.text
+
+
+async def test_conditional_blob_reads(client: httpx.AsyncClient) -> None:
+    """As Go's http.ServeContent (registry:2's blob reads): If-None-Match naming the ETag is a 304 with
+    the 200's headers but no body's; If-Range other than the ETag (a date included) drops the Range."""
+    data = bytes(range(256)) * 4
+    digest = await push_blob(client, "r", data)
+    url, tag = f"/v2/r/blobs/{digest}", f'"{digest}"'
+    for method in ("GET", "HEAD"):
+        for value in (tag, f"W/{tag}", "*", f'"other", {tag}'):
+            r = await client.request(method, url, headers={"If-None-Match": value})
+            assert r.status_code == 304 and r.content == b"", (method, value)
+            assert r.headers["etag"] == tag and r.headers["docker-content-digest"] == digest
+            assert "content-length" not in r.headers and "content-type" not in r.headers
+        r = await client.request(method, url, headers={"If-None-Match": '"sha256:other"'})
+        assert r.status_code == 200 and r.headers["content-length"] == str(len(data))
+    r = await client.get(url, headers={"Range": "bytes=0-9", "If-Range": tag})
+    assert r.status_code == 206 and r.content == data[:10]
+    for condition in ('"sha256:other"', "Wed, 21 Oct 2015 07:28:00 GMT", f"W/{tag}"):
+        r = await client.get(url, headers={"Range": "bytes=0-9", "If-Range": condition})
+        assert r.status_code == 200 and r.content == data, condition

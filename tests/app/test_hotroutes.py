@@ -155,6 +155,9 @@ async def test_hot_responses_are_the_routers(
             ("HEAD", "/v2/team/app/blobs/sha256:xyz", {}),  # bad digest
             ("GET", "/v2/team/app/blobs/md5:abc", {}),  # unsupported algorithm
             ("HEAD", f"/v2/other/blobs/{layer}", {}),  # a blob this repository does not link
+            ("GET", f"/v2/team/app/blobs/{layer}", {"If-None-Match": f'"{layer}"'}),  # 304
+            ("HEAD", f"/v2/team/app/manifests/{digest}", {"If-None-Match": digest}),  # 304
+            ("GET", f"/v2/team/app/blobs/{layer}", {"Range": "bytes=1-2", "If-Range": '"x"'}),  # whole: 200
             ("GET", "/v2/team/app/tags/list", {}),
             ("GET", "/v2/team/app/tags/list?n=1", {}),  # a page with its Link
             ("GET", "/v2/team/app/tags/list?n=1&last=v1", {}),  # past the end
@@ -165,6 +168,7 @@ async def test_hot_responses_are_the_routers(
     statuses = [status for status, _, _ in hot]
     assert hot == routed and served == sum(status < 400 for status in statuses)  # errors: the full stack
     manifests_and_blobs = [200, 200, 200, 200, 404, 404, 404, 404, 400, 200, 200, 206, 416, 404, 400, 400, 404]
+    manifests_and_blobs += [304, 304, 200]
     assert statuses == [*manifests_and_blobs, 200, 200, 200, 400, 404]
 
 

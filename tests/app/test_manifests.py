@@ -45,6 +45,23 @@ async def test_put_get_head_byte_exact(client: httpx.AsyncClient, docker: bool) 
         assert h.headers["docker-content-digest"] == digest
 
 
+async def test_if_none_match_is_a_304(client: httpx.AsyncClient) -> None:
+    """As registry:2: If-None-Match naming the manifest's digest (quoted or bare) is a 304 without a
+    body, by tag or digest; anything else is the manifest."""
+    image = random_image(seed=4)
+    digest = await push_image(client, "a/b", image, "v1")
+    for ref in ("v1", digest):
+        for method in ("GET", "HEAD"):
+            for value in (f'"{digest}"', digest, f'W/"{digest}"', "*", f'"sha256:other", "{digest}"'):
+                r = await client.request(method, f"/v2/a/b/manifests/{ref}", headers={"If-None-Match": value})
+                assert r.status_code == 304 and r.content == b"", (ref, method, value)
+                assert r.headers["etag"] == f'"{digest}"' and r.headers["docker-content-digest"] == digest
+            r = await client.request(method, f"/v2/a/b/manifests/{ref}", headers={"If-None-Match": '"sha256:x"'})
+            assert r.status_code == 200 and r.headers["content-length"] == str(len(image.manifest))
+    r = await client.get(f"/v2/a/b/manifests/{sha256(b'none')}", headers={"If-None-Match": "*"})
+    assert r.status_code == 404  # no 304 for what is not there
+
+
 async def test_put_response_headers(client: httpx.AsyncClient) -> None:
     image = random_image(seed=2)
     for data in image.blobs.values():
