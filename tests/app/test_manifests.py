@@ -226,3 +226,32 @@ async def test_sha512_manifest(client: httpx.AsyncClient) -> None:
     assert r.status_code == 201 and r.headers["docker-content-digest"] == digest
     g = await client.get(f"/v2/r/manifests/{digest}")
     assert g.content == image.manifest
+
+
+async def test_numbers_must_be_json_integers(client: httpx.AsyncClient) -> None:
+    image = random_image(seed=15)
+    await push_image(client, "r", image)
+    doc = json.loads(image.manifest)
+    for size in (True, "6", 6.0, 2**63, -1):
+        layers = [doc["layers"][0] | {"size": size}]
+        r = await client.put(
+            "/v2/r/manifests/t",
+            content=json.dumps(doc | {"layers": layers}).encode(),
+            headers={"Content-Type": OCI_MANIFEST},
+        )
+        assert r.status_code == 400 and error_code(r) == "MANIFEST_INVALID", (size, r.text)
+        assert r.json()["errors"][0]["detail"]["field"] == "layers.0.size"
+    for version in (2.0, True, "2", 3):
+        r = await client.put(
+            "/v2/r/manifests/t",
+            content=json.dumps(doc | {"schemaVersion": version}).encode(),
+            headers={"Content-Type": OCI_MANIFEST},
+        )
+        assert r.status_code == 400 and error_code(r) == "MANIFEST_INVALID", (version, r.text)
+    layers = [doc["layers"][0] | {"size": 2**63 - 1}]
+    r = await client.put(
+        "/v2/r/manifests/t",
+        content=json.dumps(doc | {"layers": layers}).encode(),
+        headers={"Content-Type": OCI_MANIFEST},
+    )
+    assert r.status_code == 201, r.text
