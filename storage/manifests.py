@@ -9,9 +9,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -31,6 +32,8 @@ from storage.names import Name, is_tag
 from storage.schema import Descriptor, ImageManifest, Index, first_error
 
 MAX_SIZE = 4 * 1024 * 1024  # registry:2's maxManifestBodySize
+# A \u escape of a UTF-16 surrogate: the only way a lone surrogate gets into a decoded string.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,14 +224,40 @@ def _parse(body: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ManifestInvalid("manifest is not UTF-8 encoded JSON", {"reason": str(exc)}) from None
     try:
-        document = json.loads(text)
+        document = json.loads(text, parse_constant=_no_constant)
     except ValueError as exc:
         raise ManifestInvalid("manifest is not valid JSON", {"reason": str(exc)[:200]}) from None
     except RecursionError:
         raise ManifestInvalid("manifest is nested too deeply") from None
     if not isinstance(document, dict):
         raise ManifestInvalid("manifest is not a JSON object")
+    # json.loads lets a lone surrogate through; such a string cannot be encoded again, and every
+    # JSON response that would carry it (referrers, error details, inspect) would fail for good.
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(document):
+        raise ManifestInvalid("manifest is not valid JSON: a string holds a lone UTF-16 surrogate (\\uD800-\\uDFFF)")
     return document
+
+
+def _no_constant(name: str) -> NoReturn:
+    # Python's json extension: NaN and Infinity are no JSON numbers (RFC 8259), and could not be served again.
+    raise ManifestInvalid("manifest is not valid JSON: NaN and Infinity are not JSON numbers", {"constant": name})
+
+
+def _has_lone_surrogate(document: dict[str, Any]) -> bool:
+    pending: list[Any] = [document]  # a stack, not recursion: the document may nest deeply
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(value, dict):
+            pending.extend(value)
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
 
 
 def _media_type(document: dict[str, Any], content_type: str | None) -> str:

@@ -255,3 +255,36 @@ async def test_numbers_must_be_json_integers(client: httpx.AsyncClient) -> None:
         headers={"Content-Type": OCI_MANIFEST},
     )
     assert r.status_code == 201, r.text
+
+
+async def test_non_json_numbers_and_lone_surrogates_are_refused(client: httpx.AsyncClient) -> None:
+    """NaN, Infinity and lone surrogate escapes are not stored: nothing could serve them as JSON again."""
+    empty = await push_blob(client, "r", b"{}")
+    subject = await push_image(client, "r", random_image(seed=13), "base")
+
+    def manifest(extra: str) -> bytes:
+        config = json.dumps({"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2})
+        subject_field = json.dumps({"mediaType": OCI_MANIFEST, "digest": subject, "size": 1})
+        return (
+            f'{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{config},"layers":[],'
+            f'"subject":{subject_field},{extra}}}'
+        ).encode()
+
+    refused = [
+        manifest('"x":NaN'),
+        manifest('"x":[Infinity]'),
+        manifest('"x":-Infinity'),
+        manifest('"annotations":{"k":"\\ud800"}'),
+        manifest('"annotations":{"\\uDC00":"v"}'),
+        manifest('"annotations":{"k":"\\ude00\\ud83d"}'),
+        b'{"schemaVersion":2,"mediaType":"\\ud800","manifests":[]}',  # was echoed in the error detail: a 500
+    ]
+    for body in refused:
+        r = await client.put("/v2/r/manifests/t", content=body, headers={"Content-Type": OCI_MANIFEST})
+        assert r.status_code == 400 and error_code(r) == "MANIFEST_INVALID", (body, r.text)
+    # A paired escape is one character (an emoji); an escaped backslash before "u" is no escape.
+    for body in (manifest('"annotations":{"k":"\\ud83d\\ude00"}'), manifest('"annotations":{"k":"\\\\ud800"}')):
+        r = await client.put("/v2/r/manifests/t", content=body, headers={"Content-Type": OCI_MANIFEST})
+        assert r.status_code == 201, r.text
+    referrers = await client.get(f"/v2/r/referrers/{subject}")
+    assert referrers.status_code == 200 and len(referrers.json()["manifests"]) == 2
