@@ -276,9 +276,18 @@ def _media_type(document: dict[str, Any], content_type: str | None) -> str:
         raise ManifestInvalid(
             "Content-Type does not match the manifest's mediaType", {"contentType": header, "mediaType": declared}
         )
-    media_type = declared or header or mediatypes.detect(document)
+    detected = mediatypes.detect(document)
+    media_type = declared or header or detected
     if media_type not in mediatypes.MANIFESTS:
         raise ManifestInvalid("unsupported manifest media type", {"mediaType": media_type})
+    # A GET serves the type read back from the JSON (mediatypes.detect): a type that only the
+    # Content-Type gave would have the body validated as one kind and served as another
+    # (CVE-2021-41190). registry:2 requires the mediaType of both Docker types likewise.
+    if media_type != detected:
+        raise ManifestInvalid(
+            f"a manifest without mediaType is served as {detected}: declare mediaType {media_type}",
+            {"contentType": media_type, "detected": detected},
+        )
     return media_type
 
 
@@ -287,14 +296,15 @@ async def _validate(
 ) -> Digest | None:
     """Check the document's shape and that what it references exists; return its subject digest."""
     try:
+        # As registry:2 (>= 2.8): no field of the other kind, so that no body is both (CVE-2021-41190).
         if media_type in mediatypes.INDEXES:
+            _refuse_fields(document, ("config", "layers"), "an index")
             index = Index.model_validate(document)
             await _require_children(driver, observer, name, index.manifests)
             subject = index.subject
         else:
+            _refuse_fields(document, ("manifests",), "an image manifest")
             manifest = ImageManifest.model_validate(document)
-            if media_type == mediatypes.DOCKER_MANIFEST and manifest.mediaType is None:
-                raise ManifestInvalid("a Docker schema 2 manifest must declare its mediaType")
             await _require_blobs(driver, observer, name, [manifest.config, *manifest.layers])
             subject = manifest.subject
     except ValidationError as exc:
@@ -303,6 +313,13 @@ async def _validate(
         raise ManifestInvalid("manifest is nested too deeply") from None
     # The subject need not exist yet (OCI 1.1: referrers may be pushed before what they refer to).
     return _descriptor_digest(subject) if subject is not None else None
+
+
+def _refuse_fields(document: dict[str, Any], fields: tuple[str, ...], kind: str) -> None:
+    # null counts as absent, as for registry:2's omitempty fields.
+    present = [field for field in fields if document.get(field) is not None]
+    if present:
+        raise ManifestInvalid(f"{kind} must not have {' or '.join(fields)}", {"fields": present})
 
 
 def _descriptor_digest(descriptor: Descriptor) -> Digest:

@@ -288,3 +288,36 @@ async def test_non_json_numbers_and_lone_surrogates_are_refused(client: httpx.As
         assert r.status_code == 201, r.text
     referrers = await client.get(f"/v2/r/referrers/{subject}")
     assert referrers.status_code == 200 and len(referrers.json()["manifests"]) == 2
+
+
+async def test_a_manifest_is_served_as_the_type_it_was_validated_as(client: httpx.AsyncClient) -> None:
+    """CVE-2021-41190: no body is both an image manifest and an index, whatever Content-Type says."""
+    image = random_image(seed=14)
+    await push_image(client, "r", image)
+    doc = json.loads(image.manifest)
+    child = descriptor(OCI_MANIFEST, b"never pushed")
+    bare = {k: v for k, v in doc.items() if k != "mediaType"}
+    cases = [
+        (bare | {"manifests": [child]}, OCI_MANIFEST),  # was validated as an image, served as an index
+        (doc | {"manifests": [child]}, None),
+        (doc | {"manifests": []}, OCI_MANIFEST),
+        ({"schemaVersion": 2, "manifests": [], "config": doc["config"]}, OCI_INDEX),
+        ({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [], "layers": []}, None),
+        ({"schemaVersion": 2, "manifests": []}, DOCKER_LIST),  # was served as an OCI index
+        (bare, DOCKER_MANIFEST),
+        (bare | {"mediaType": ""}, DOCKER_MANIFEST),
+    ]
+    for body, content_type in cases:
+        headers = {"Content-Type": content_type} if content_type else {}
+        r = await client.put("/v2/r/manifests/t", content=json.dumps(body).encode(), headers=headers)
+        assert r.status_code == 400 and error_code(r) == "MANIFEST_INVALID", (body, r.text)
+        assert "mediaType" in r.json()["errors"][0]["message"] or "must not have" in r.json()["errors"][0]["message"]
+    assert (await client.get("/v2/r/manifests/t")).status_code == 404
+    # null is no value, as for registry:2's omitempty fields.
+    r = await client.put(
+        "/v2/r/manifests/t",
+        content=json.dumps(bare | {"manifests": None}).encode(),
+        headers={"Content-Type": OCI_MANIFEST},
+    )
+    assert r.status_code == 201, r.text
+    assert (await client.get("/v2/r/manifests/t")).headers["content-type"] == OCI_MANIFEST
