@@ -13,6 +13,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -305,7 +306,8 @@ async def _validate(
         else:
             _refuse_fields(document, ("manifests",), "an image manifest")
             manifest = ImageManifest.model_validate(document)
-            await _require_blobs(driver, observer, name, [manifest.config, *manifest.layers])
+            pushed = [layer for layer in manifest.layers if not _fetched_from_urls(layer)]
+            await _require_blobs(driver, observer, name, [manifest.config, *pushed])
             subject = manifest.subject
     except ValidationError as exc:
         raise ManifestInvalid("manifest invalid", first_error(exc)) from None
@@ -322,6 +324,24 @@ def _refuse_fields(document: dict[str, Any], fields: tuple[str, ...], kind: str)
         raise ManifestInvalid(f"{kind} must not have {' or '.join(fields)}", {"fields": present})
 
 
+def _fetched_from_urls(layer: Descriptor) -> bool:
+    """A non-distributable layer with URLs, which clients download from there; registry:2's rules for the URLs."""
+    if layer.mediaType not in mediatypes.NON_DISTRIBUTABLE or not layer.urls:
+        return False
+    _descriptor_digest(layer)  # not looked up, but still a valid digest, as registry:2 checks
+    for url in layer.urls:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or parts.fragment:
+            raise ManifestInvalid(
+                "a layer URL must be http or https, without a fragment",
+                {"digest": layer.digest[:200], "url": url[:200]},
+            )
+    return True
+
+
 def _descriptor_digest(descriptor: Descriptor) -> Digest:
     try:
         return Digest.parse(descriptor.digest)
@@ -332,8 +352,7 @@ def _descriptor_digest(descriptor: Descriptor) -> Digest:
 
 
 async def _require_blobs(driver: StorageDriver, observer: Observer, name: Name, descriptors: list[Descriptor]) -> None:
-    # Non-distributable layers are fetched from their URLs: they need not be here.
-    wanted = [(d, _descriptor_digest(d)) for d in descriptors if not d.urls]
+    wanted = [(d, _descriptor_digest(d)) for d in descriptors]
     checks = [p for _, digest in wanted for p in (paths.layer_link(name, digest), paths.blob_data(digest))]
     found = await driver.stat_many(checks)
     for i, (descriptor, digest) in enumerate(wanted):
