@@ -295,26 +295,31 @@ def _media_type(document: dict[str, Any], content_type: str | None) -> str:
 async def _validate(
     driver: StorageDriver, observer: Observer, name: Name, media_type: str, document: dict[str, Any]
 ) -> Digest | None:
-    """Check the document's shape and that what it references exists; return its subject digest."""
+    """Check the document's shape and that what it references exists; return its subject digest.
+
+    Nothing is written until every check has passed (inline blobs last): a refused PUT leaves no trace.
+    """
+    parsed: Index | ImageManifest
     try:
         # As registry:2 (>= 2.8): no field of the other kind, so that no body is both (CVE-2021-41190).
         if media_type in mediatypes.INDEXES:
             _refuse_fields(document, ("config", "layers"), "an index")
-            index = Index.model_validate(document)
-            await _require_children(driver, observer, name, index.manifests)
-            subject = index.subject
+            parsed = Index.model_validate(document)
         else:
             _refuse_fields(document, ("manifests",), "an image manifest")
-            manifest = ImageManifest.model_validate(document)
-            pushed = [layer for layer in manifest.layers if not _fetched_from_urls(layer)]
-            await _require_blobs(driver, observer, name, [manifest.config, *pushed])
-            subject = manifest.subject
+            parsed = ImageManifest.model_validate(document)
     except ValidationError as exc:
         raise ManifestInvalid("manifest invalid", first_error(exc)) from None
     except RecursionError:
         raise ManifestInvalid("manifest is nested too deeply") from None
     # The subject need not exist yet (OCI 1.1: referrers may be pushed before what they refer to).
-    return _descriptor_digest(subject) if subject is not None else None
+    subject = _descriptor_digest(parsed.subject) if parsed.subject is not None else None
+    if isinstance(parsed, Index):
+        await _require_children(driver, observer, name, parsed.manifests)
+    else:
+        pushed = [layer for layer in parsed.layers if not _fetched_from_urls(layer)]
+        await _require_blobs(driver, observer, name, [parsed.config, *pushed])
+    return subject
 
 
 def _refuse_fields(document: dict[str, Any], fields: tuple[str, ...], kind: str) -> None:
@@ -355,6 +360,7 @@ async def _require_blobs(driver: StorageDriver, observer: Observer, name: Name, 
     wanted = [(d, _descriptor_digest(d)) for d in descriptors]
     checks = [p for _, digest in wanted for p in (paths.layer_link(name, digest), paths.blob_data(digest))]
     found = await driver.stat_many(checks)
+    inlined: dict[Digest, bytes] = {}
     for i, (descriptor, digest) in enumerate(wanted):
         link, data = found[2 * i], found[2 * i + 1]
         if link is not None and data is not None and await observer.confirm(digest, data):
@@ -362,6 +368,8 @@ async def _require_blobs(driver: StorageDriver, observer: Observer, name: Name, 
         inline = _inline_data(descriptor, digest)
         if inline is None:
             raise ManifestBlobUnknown("blob unknown to registry", {"digest": str(digest)})
+        inlined[digest] = inline
+    for digest, inline in inlined.items():
         await blobs.put_small(driver, observer, name, digest, inline)
 
 

@@ -11,6 +11,7 @@ from tests.oci import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
     OCI_INDEX,
+    OCI_LAYER,
     OCI_MANIFEST,
     descriptor,
     index_of,
@@ -321,3 +322,22 @@ async def test_a_manifest_is_served_as_the_type_it_was_validated_as(client: http
     )
     assert r.status_code == 201, r.text
     assert (await client.get("/v2/r/manifests/t")).headers["content-type"] == OCI_MANIFEST
+
+
+async def test_a_refused_manifest_writes_nothing(client: httpx.AsyncClient) -> None:
+    """An inline config is stored only once every check passed: else the repository would exist, empty."""
+    inline = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor("application/vnd.oci.empty.v1+json", b"{}", data="e30="),
+        "layers": [],
+    }
+    missing_layer = inline | {"layers": [descriptor(OCI_LAYER, b"never pushed")]}
+    bad_subject = inline | {"subject": {"mediaType": OCI_MANIFEST, "digest": "sha256:zz", "size": 1}}
+    for doc, code in ((missing_layer, "MANIFEST_BLOB_UNKNOWN"), (bad_subject, "MANIFEST_INVALID")):
+        r = await client.put(
+            "/v2/fresh/manifests/t", content=json.dumps(doc).encode(), headers={"Content-Type": OCI_MANIFEST}
+        )
+        assert r.status_code == 400 and error_code(r) == code, r.text
+        assert "fresh" not in (await client.get("/v2/_catalog")).json()["repositories"]
+        assert (await client.head(f"/v2/fresh/blobs/{sha256(b'{}')}")).status_code == 404
