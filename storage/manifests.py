@@ -9,9 +9,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -31,6 +33,8 @@ from storage.names import Name, is_tag
 from storage.schema import Descriptor, ImageManifest, Index, first_error
 
 MAX_SIZE = 4 * 1024 * 1024  # registry:2's maxManifestBodySize
+# A \u escape of a UTF-16 surrogate: the only way a lone surrogate gets into a decoded string.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,14 +233,40 @@ def _parse(body: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ManifestInvalid("manifest is not UTF-8 encoded JSON", {"reason": str(exc)}) from None
     try:
-        document = json.loads(text)
+        document = json.loads(text, parse_constant=_no_constant)
     except ValueError as exc:
         raise ManifestInvalid("manifest is not valid JSON", {"reason": str(exc)[:200]}) from None
     except RecursionError:
         raise ManifestInvalid("manifest is nested too deeply") from None
     if not isinstance(document, dict):
         raise ManifestInvalid("manifest is not a JSON object")
+    # json.loads lets a lone surrogate through; such a string cannot be encoded again, and every
+    # JSON response that would carry it (referrers, error details, inspect) would fail for good.
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(document):
+        raise ManifestInvalid("manifest is not valid JSON: a string holds a lone UTF-16 surrogate (\\uD800-\\uDFFF)")
     return document
+
+
+def _no_constant(name: str) -> NoReturn:
+    # Python's json extension: NaN and Infinity are no JSON numbers (RFC 8259), and could not be served again.
+    raise ManifestInvalid("manifest is not valid JSON: NaN and Infinity are not JSON numbers", {"constant": name})
+
+
+def _has_lone_surrogate(document: dict[str, Any]) -> bool:
+    pending: list[Any] = [document]  # a stack, not recursion: the document may nest deeply
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(value, dict):
+            pending.extend(value)
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
 
 
 def _media_type(document: dict[str, Any], content_type: str | None) -> str:
@@ -255,33 +285,74 @@ def _media_type(document: dict[str, Any], content_type: str | None) -> str:
         raise ManifestInvalid(
             "Content-Type does not match the manifest's mediaType", {"contentType": header, "mediaType": declared}
         )
-    media_type = declared or header or mediatypes.detect(document)
+    detected = mediatypes.detect(document)
+    media_type = declared or header or detected
     if media_type not in mediatypes.MANIFESTS:
         raise ManifestInvalid("unsupported manifest media type", {"mediaType": media_type})
+    # A GET serves the type read back from the JSON (mediatypes.detect): a type that only the
+    # Content-Type gave would have the body validated as one kind and served as another
+    # (CVE-2021-41190). registry:2 requires the mediaType of both Docker types likewise.
+    if media_type != detected:
+        raise ManifestInvalid(
+            f"a manifest without mediaType is served as {detected}: declare mediaType {media_type}",
+            {"contentType": media_type, "detected": detected},
+        )
     return media_type
 
 
 async def _validate(
     driver: StorageDriver, observer: Observer, name: Name, media_type: str, document: dict[str, Any]
 ) -> Digest | None:
-    """Check the document's shape and that what it references exists; return its subject digest."""
+    """Check the document's shape and that what it references exists; return its subject digest.
+
+    Nothing is written until every check has passed (inline blobs last): a refused PUT leaves no trace.
+    """
+    parsed: Index | ImageManifest
     try:
+        # As registry:2 (>= 2.8): no field of the other kind, so that no body is both (CVE-2021-41190).
         if media_type in mediatypes.INDEXES:
-            index = Index.model_validate(document)
-            await _require_children(driver, observer, name, index.manifests)
-            subject = index.subject
+            _refuse_fields(document, ("config", "layers"), "an index")
+            parsed = Index.model_validate(document)
         else:
-            manifest = ImageManifest.model_validate(document)
-            if media_type == mediatypes.DOCKER_MANIFEST and manifest.mediaType is None:
-                raise ManifestInvalid("a Docker schema 2 manifest must declare its mediaType")
-            await _require_blobs(driver, observer, name, [manifest.config, *manifest.layers])
-            subject = manifest.subject
+            _refuse_fields(document, ("manifests",), "an image manifest")
+            parsed = ImageManifest.model_validate(document)
     except ValidationError as exc:
         raise ManifestInvalid("manifest invalid", first_error(exc)) from None
     except RecursionError:
         raise ManifestInvalid("manifest is nested too deeply") from None
     # The subject need not exist yet (OCI 1.1: referrers may be pushed before what they refer to).
-    return _descriptor_digest(subject) if subject is not None else None
+    subject = _descriptor_digest(parsed.subject) if parsed.subject is not None else None
+    if isinstance(parsed, Index):
+        await _require_children(driver, observer, name, parsed.manifests)
+    else:
+        pushed = [layer for layer in parsed.layers if not _fetched_from_urls(layer)]
+        await _require_blobs(driver, observer, name, [parsed.config, *pushed])
+    return subject
+
+
+def _refuse_fields(document: dict[str, Any], fields: tuple[str, ...], kind: str) -> None:
+    # null counts as absent, as for registry:2's omitempty fields.
+    present = [field for field in fields if document.get(field) is not None]
+    if present:
+        raise ManifestInvalid(f"{kind} must not have {' or '.join(fields)}", {"fields": present})
+
+
+def _fetched_from_urls(layer: Descriptor) -> bool:
+    """A non-distributable layer with URLs, which clients download from there; registry:2's rules for the URLs."""
+    if layer.mediaType not in mediatypes.NON_DISTRIBUTABLE or not layer.urls:
+        return False
+    _descriptor_digest(layer)  # not looked up, but still a valid digest, as registry:2 checks
+    for url in layer.urls:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or parts.fragment:
+            raise ManifestInvalid(
+                "a layer URL must be http or https, without a fragment",
+                {"digest": layer.digest[:200], "url": url[:200]},
+            )
+    return True
 
 
 def _descriptor_digest(descriptor: Descriptor) -> Digest:
@@ -294,10 +365,10 @@ def _descriptor_digest(descriptor: Descriptor) -> Digest:
 
 
 async def _require_blobs(driver: StorageDriver, observer: Observer, name: Name, descriptors: list[Descriptor]) -> None:
-    # Non-distributable layers are fetched from their URLs: they need not be here.
-    wanted = [(d, _descriptor_digest(d)) for d in descriptors if not d.urls]
+    wanted = [(d, _descriptor_digest(d)) for d in descriptors]
     checks = [p for _, digest in wanted for p in (paths.layer_link(name, digest), paths.blob_data(digest))]
     found = await driver.stat_many(checks)
+    inlined: dict[Digest, bytes] = {}
     for i, (descriptor, digest) in enumerate(wanted):
         link, data = found[2 * i], found[2 * i + 1]
         if link is not None and data is not None and await observer.confirm(digest, data):
@@ -305,6 +376,8 @@ async def _require_blobs(driver: StorageDriver, observer: Observer, name: Name, 
         inline = _inline_data(descriptor, digest)
         if inline is None:
             raise ManifestBlobUnknown("blob unknown to registry", {"digest": str(digest)})
+        inlined[digest] = inline
+    for digest, inline in inlined.items():
         await blobs.put_small(driver, observer, name, digest, inline)
 
 

@@ -19,6 +19,16 @@ IMAGE_MANIFESTS = frozenset({DOCKER_MANIFEST, OCI_MANIFEST})
 INDEXES = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
 SCHEMA1 = frozenset({DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED})
 MANIFESTS = IMAGE_MANIFESTS | INDEXES
+# Layers that clients download from the descriptor's ``urls``: the only blobs a manifest may
+# reference without pushing them (registry:2's foreign and non-distributable layers).
+NON_DISTRIBUTABLE = frozenset(
+    {
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    }
+)
 
 
 def json_object(data: bytes | None) -> dict[str, Any]:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+# JSON integers only (strict: no true, "6" or 6.0), as Go's int64 fields in registry:2.
+# Literal[2] is not used for the version: pydantic matches it by ==, so 2.0 would pass.
+Size = Annotated[int, Field(strict=True, ge=0, lt=2**63)]
+SchemaVersion = Annotated[int, Field(strict=True, ge=2, le=2)]
 
 
 class _Lenient(BaseModel):
@@ -20,7 +25,7 @@ class Platform(_Lenient):
 class Descriptor(_Lenient):
     mediaType: str = Field(min_length=1)
     digest: str
-    size: int = Field(ge=0)
+    size: Size
     urls: list[str] | None = None
     annotations: dict[str, str] | None = None
     data: str | None = None
@@ -29,7 +34,7 @@ class Descriptor(_Lenient):
 
 
 class ImageManifest(_Lenient):
-    schemaVersion: Literal[2]
+    schemaVersion: SchemaVersion
     mediaType: str | None = None
     artifactType: str | None = None
     config: Descriptor
@@ -39,7 +44,7 @@ class ImageManifest(_Lenient):
 
 
 class Index(_Lenient):
-    schemaVersion: Literal[2]
+    schemaVersion: SchemaVersion
     mediaType: str | None = None
     artifactType: str | None = None
     manifests: list[Descriptor]

@@ -11,6 +11,7 @@ from tests.oci import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
     OCI_INDEX,
+    OCI_LAYER,
     OCI_MANIFEST,
     descriptor,
     index_of,
@@ -243,3 +244,117 @@ async def test_sha512_manifest(client: httpx.AsyncClient) -> None:
     assert r.status_code == 201 and r.headers["docker-content-digest"] == digest
     g = await client.get(f"/v2/r/manifests/{digest}")
     assert g.content == image.manifest
+
+
+async def test_numbers_must_be_json_integers(client: httpx.AsyncClient) -> None:
+    image = random_image(seed=15)
+    await push_image(client, "r", image)
+    doc = json.loads(image.manifest)
+    for size in (True, "6", 6.0, 2**63, -1):
+        layers = [doc["layers"][0] | {"size": size}]
+        r = await client.put(
+            "/v2/r/manifests/t",
+            content=json.dumps(doc | {"layers": layers}).encode(),
+            headers={"Content-Type": OCI_MANIFEST},
+        )
+        assert r.status_code == 400 and error_code(r) == "MANIFEST_INVALID", (size, r.text)
+        assert r.json()["errors"][0]["detail"]["field"] == "layers.0.size"
+    for version in (2.0, True, "2", 3):
+        r = await client.put(
+            "/v2/r/manifests/t",
+            content=json.dumps(doc | {"schemaVersion": version}).encode(),
+            headers={"Content-Type": OCI_MANIFEST},
+        )
+        assert r.status_code == 400 and error_code(r) == "MANIFEST_INVALID", (version, r.text)
+    layers = [doc["layers"][0] | {"size": 2**63 - 1}]
+    r = await client.put(
+        "/v2/r/manifests/t",
+        content=json.dumps(doc | {"layers": layers}).encode(),
+        headers={"Content-Type": OCI_MANIFEST},
+    )
+    assert r.status_code == 201, r.text
+
+
+async def test_non_json_numbers_and_lone_surrogates_are_refused(client: httpx.AsyncClient) -> None:
+    """NaN, Infinity and lone surrogate escapes are not stored: nothing could serve them as JSON again."""
+    empty = await push_blob(client, "r", b"{}")
+    subject = await push_image(client, "r", random_image(seed=13), "base")
+
+    def manifest(extra: str) -> bytes:
+        config = json.dumps({"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2})
+        subject_field = json.dumps({"mediaType": OCI_MANIFEST, "digest": subject, "size": 1})
+        return (
+            f'{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{config},"layers":[],'
+            f'"subject":{subject_field},{extra}}}'
+        ).encode()
+
+    refused = [
+        manifest('"x":NaN'),
+        manifest('"x":[Infinity]'),
+        manifest('"x":-Infinity'),
+        manifest('"annotations":{"k":"\\ud800"}'),
+        manifest('"annotations":{"\\uDC00":"v"}'),
+        manifest('"annotations":{"k":"\\ude00\\ud83d"}'),
+        b'{"schemaVersion":2,"mediaType":"\\ud800","manifests":[]}',  # was echoed in the error detail: a 500
+    ]
+    for body in refused:
+        r = await client.put("/v2/r/manifests/t", content=body, headers={"Content-Type": OCI_MANIFEST})
+        assert r.status_code == 400 and error_code(r) == "MANIFEST_INVALID", (body, r.text)
+    # A paired escape is one character (an emoji); an escaped backslash before "u" is no escape.
+    for body in (manifest('"annotations":{"k":"\\ud83d\\ude00"}'), manifest('"annotations":{"k":"\\\\ud800"}')):
+        r = await client.put("/v2/r/manifests/t", content=body, headers={"Content-Type": OCI_MANIFEST})
+        assert r.status_code == 201, r.text
+    referrers = await client.get(f"/v2/r/referrers/{subject}")
+    assert referrers.status_code == 200 and len(referrers.json()["manifests"]) == 2
+
+
+async def test_a_manifest_is_served_as_the_type_it_was_validated_as(client: httpx.AsyncClient) -> None:
+    """CVE-2021-41190: no body is both an image manifest and an index, whatever Content-Type says."""
+    image = random_image(seed=14)
+    await push_image(client, "r", image)
+    doc = json.loads(image.manifest)
+    child = descriptor(OCI_MANIFEST, b"never pushed")
+    bare = {k: v for k, v in doc.items() if k != "mediaType"}
+    cases = [
+        (bare | {"manifests": [child]}, OCI_MANIFEST),  # was validated as an image, served as an index
+        (doc | {"manifests": [child]}, None),
+        (doc | {"manifests": []}, OCI_MANIFEST),
+        ({"schemaVersion": 2, "manifests": [], "config": doc["config"]}, OCI_INDEX),
+        ({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [], "layers": []}, None),
+        ({"schemaVersion": 2, "manifests": []}, DOCKER_LIST),  # was served as an OCI index
+        (bare, DOCKER_MANIFEST),
+        (bare | {"mediaType": ""}, DOCKER_MANIFEST),
+    ]
+    for body, content_type in cases:
+        headers = {"Content-Type": content_type} if content_type else {}
+        r = await client.put("/v2/r/manifests/t", content=json.dumps(body).encode(), headers=headers)
+        assert r.status_code == 400 and error_code(r) == "MANIFEST_INVALID", (body, r.text)
+        assert "mediaType" in r.json()["errors"][0]["message"] or "must not have" in r.json()["errors"][0]["message"]
+    assert (await client.get("/v2/r/manifests/t")).status_code == 404
+    # null is no value, as for registry:2's omitempty fields.
+    r = await client.put(
+        "/v2/r/manifests/t",
+        content=json.dumps(bare | {"manifests": None}).encode(),
+        headers={"Content-Type": OCI_MANIFEST},
+    )
+    assert r.status_code == 201, r.text
+    assert (await client.get("/v2/r/manifests/t")).headers["content-type"] == OCI_MANIFEST
+
+
+async def test_a_refused_manifest_writes_nothing(client: httpx.AsyncClient) -> None:
+    """An inline config is stored only once every check passed: else the repository would exist, empty."""
+    inline = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor("application/vnd.oci.empty.v1+json", b"{}", data="e30="),
+        "layers": [],
+    }
+    missing_layer = inline | {"layers": [descriptor(OCI_LAYER, b"never pushed")]}
+    bad_subject = inline | {"subject": {"mediaType": OCI_MANIFEST, "digest": "sha256:zz", "size": 1}}
+    for doc, code in ((missing_layer, "MANIFEST_BLOB_UNKNOWN"), (bad_subject, "MANIFEST_INVALID")):
+        r = await client.put(
+            "/v2/fresh/manifests/t", content=json.dumps(doc).encode(), headers={"Content-Type": OCI_MANIFEST}
+        )
+        assert r.status_code == 400 and error_code(r) == code, r.text
+        assert "fresh" not in (await client.get("/v2/_catalog")).json()["repositories"]
+        assert (await client.head(f"/v2/fresh/blobs/{sha256(b'{}')}")).status_code == 404

@@ -68,6 +68,44 @@ async def test_foreign_layers_need_not_exist(registry: Registry) -> None:
     await registry.put_manifest("r", "win", manifest, None)
 
 
+@pytest.mark.parametrize(
+    "media_type",
+    [
+        "application/vnd.oci.image.layer.nondistributable.v1.tar",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    ],
+)
+async def test_only_non_distributable_layers_with_urls_need_not_exist(registry: Registry, media_type: str) -> None:
+    """URLs excuse a missing blob only where clients download from them (registry:2's rules for them too)."""
+    config = b'{"architecture":"amd64","os":"windows"}'
+    await registry.put_blob("r", sha256(config), once(config))
+
+    def manifest(config_descriptor: dict[str, object], layer: dict[str, object]) -> bytes:
+        doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config_descriptor, "layers": [layer]}
+        return json.dumps(doc).encode()
+
+    pushed = descriptor("x/c", config)
+    urls = ["https://e.x/l"]
+    await registry.put_manifest("r", "ok", manifest(pushed, descriptor(media_type, b"x", urls=urls)), None)
+    missing = [
+        manifest(descriptor("x/c", b"no config", urls=urls), descriptor(media_type, b"x", urls=urls)),
+        manifest(pushed, descriptor("application/vnd.oci.image.layer.v1.tar+gzip", b"x", urls=urls)),
+        manifest(pushed, descriptor(media_type, b"x", urls=[])),
+    ]
+    for body in missing:
+        with pytest.raises(ManifestBlobUnknown):
+            await registry.put_manifest("r", "t", body, None)
+    for url in ("ftp://e.x/l", "https://e.x/l#part", "/relative", "http://[::1/l"):
+        with pytest.raises(ManifestInvalid, match="http or https"):
+            await registry.put_manifest(
+                "r", "t", manifest(pushed, descriptor(media_type, b"x", urls=[*urls, url])), None
+            )
+    bad_digest = descriptor(media_type, b"x", urls=urls) | {"digest": "sha256:zz"}
+    with pytest.raises(ManifestInvalid, match="invalid digest"):
+        await registry.put_manifest("r", "t", manifest(pushed, bad_digest), None)
+
+
 async def test_index_children_may_be_manifests_or_blobs(registry: Registry) -> None:
     """registry:2 semantics that BuildKit's legacy cache index relies on."""
     image = random_image(seed=4)
