@@ -12,9 +12,9 @@ import hashlib
 import logging
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, QueryParams
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,6 +29,7 @@ from app.auth.settings import TokenAuth
 from app.auth.tokens import Claims, InvalidToken, TokenVerifier
 from app.auth.tokenserver import TokenEndpoint
 from app.observe import QUERY_KEY, USER_KEY
+from app.routes.uploads import mount_of
 from storage import MAX_MANIFEST_SIZE as MAX_SIZE
 from storage import Registry
 from storage.errors import StorageError
@@ -217,9 +218,10 @@ class AuthMiddleware:
         if need.kind is Kind.OPEN:
             await self.app(scope, receive, send)
             return
-        mount = b"mount=" in scope["query_string"] and need.kind is Kind.PUSH
-        query = dict(parse_qsl(scope["query_string"].decode("latin-1"))) if mount else {}
-        source = query.get("from") if "mount" in query else None
+        # Read as the route reads it (Starlette's parsing: %-decoded keys, blank values kept, the last
+        # of a repeated key): a mount decided on other bytes than the route's would pass unchecked.
+        asked = mount_of(QueryParams(scope["query_string"])) if need.kind is Kind.PUSH else None
+        source = asked[1] if asked is not None else None
         authorization = _header(scope, b"authorization")
         client = scope["client"][0] if scope.get("client") else ""
 
@@ -249,11 +251,11 @@ class AuthMiddleware:
 
         # In place, so that what the router adds (the repository name) reaches the access log outside.
         scope[PRINCIPAL] = principal
-        if "mount" in query and not self._may_mount(principal, source):
+        if asked is not None and not self._may_mount(principal, source):
             # registry:2 answers a mount it cannot do with a plain upload session; so do we, and
             # a blob the user cannot read is never revealed. The access log still shows what was sent.
             scope[QUERY_KEY] = scope["query_string"]
-            kept = [(k, v) for k, v in parse_qsl(scope["query_string"].decode("latin-1")) if k not in ("mount", "from")]
+            kept = [(k, v) for k, v in QueryParams(scope["query_string"]).multi_items() if k not in ("mount", "from")]
             scope["query_string"] = urlencode(kept).encode("latin-1")
         if _tags_under_create_only(need, principal):
             receive, refusal = await self._guard_tag(scope, need, receive, challenge.records(need, source))

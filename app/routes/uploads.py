@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -30,13 +31,22 @@ def _session(name: str, upload_id: str, size: int, status: int) -> Response:
     return Response(status_code=status, headers=headers)
 
 
+def mount_of(query: QueryParams) -> tuple[str, str | None] | None:
+    """The blob a POST asks to mount, with the repository to mount it from (None: any, and an empty
+    ``from`` is none); None when it asks for no mount. Auth decides on exactly what this reads."""
+    mount = query.get("mount")
+    if mount is None:
+        return None
+    return mount, query.get("from") or None
+
+
 async def start_upload(request: Request) -> Response:
     name = request.path_params["name"]
     reg = registry(request)
     query = request.query_params
-    mount = query.get("mount")
-    if mount is not None:
-        source = query.get("from") or None  # an empty from is none: mount from any repository
+    asked = mount_of(query)
+    if asked is not None:
+        mount, source = asked
         try:
             info = await reg.mount_blob(name, mount, source)
         except (DigestInvalid, NameInvalid):

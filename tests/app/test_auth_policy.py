@@ -158,3 +158,10 @@ async def test_mount_needs_pull_on_the_source(root: str, tmp_path: Path, caplog:
         assert r.status_code == 404  # nothing was mounted
         assert await mount(client, world, "other/app", "bob", layer) == 201
         assert await mount(client, world, None, "root", config) == 201  # an admin may read everything
+        # The check reads the query as the route does: an encoded key, or a repeated from whose last
+        # value is empty (mount from anywhere), is no way around it.
+        alice = basic("alice", PASSWORDS["alice"])
+        for query in (f"moun%74={layer}&from=other/app", f"%6Dount={layer}", f"mount={layer}&from=team/app&from="):
+            r = await client.post(f"/v2/team/x/blobs/uploads/?{query}", headers=alice)
+            assert r.status_code == 202, query
+            assert (await client.head(f"/v2/team/x/blobs/{layer}", headers=alice)).status_code == 404, query
