@@ -63,6 +63,9 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except x509.ExtensionNotFound:
         return cert.version == x509.Version.v1  # Go's rule: only a v1 certificate may sign without it
+    except (ValueError, x509.DuplicateExtension):
+        # Extensions are parsed lazily, here: a token's x5c may hold any bytes (unsigned as yet)
+        return False
 
 
 def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
@@ -161,8 +164,12 @@ class TokenVerifier:
         exp = payload["exp"]
         if not isinstance(exp, int | float):
             raise InvalidToken("exp is not a number")
+        try:
+            expires = float(exp) + LEEWAY
+        except OverflowError:  # an integer past any float (10**400): no time a token can mean
+            raise InvalidToken("exp is out of range") from None
         subject = payload.get("sub") or ""
-        return Claims(str(subject), _access(payload.get("access"))), float(exp) + LEEWAY
+        return Claims(str(subject), _access(payload.get("access"))), expires
 
     def _signing_key(self, header: dict[str, Any]) -> Any:
         if "x5c" in header:

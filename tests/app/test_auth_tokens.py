@@ -13,8 +13,11 @@ from typing import Any
 
 import jwt
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import ExtensionOID
 
 from app.auth.keys import libtrust_key_id, thumbprints
 from app.auth.tokens import InvalidToken, TokenVerifier
@@ -117,6 +120,33 @@ class TestClaims:
         token = jwt.encode({"iss": ISSUER, "aud": SERVICE, "access": PULL}, signer.key, "ES256", {"x5c": signer.x5c()})
         with pytest.raises(InvalidToken):
             verifier(ca).verify(token)
+
+    def test_an_exp_past_any_float_is_refused(self) -> None:
+        """Issue: exp = 10**400, signed by a trusted key, was an OverflowError: a 500."""
+        ca = CA()
+        with pytest.raises(InvalidToken, match="exp"):
+            verifier(ca).verify(ca.leaf().token(PULL, exp=10**400))
+
+    def test_a_certificate_with_garbled_extensions_is_refused(self) -> None:
+        """Issue: extensions are parsed lazily; garbage in an x5c certificate's BasicConstraints (no
+        signature needed to get there) was a ValueError: a 500 for anyone who sent it."""
+        ca = CA()
+        signer = ca.leaf()
+        key = ec.generate_private_key(ec.SECP256R1())
+        garbled = (
+            x509.CertificateBuilder()
+            .subject_name(ca.cert.subject)
+            .issuer_name(ca.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(1)
+            .not_valid_before(ca.cert.not_valid_before_utc)
+            .not_valid_after(ca.cert.not_valid_after_utc)
+            .add_extension(x509.UnrecognizedExtension(ExtensionOID.BASIC_CONSTRAINTS, b"\x01\x02\x03"), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        chain = Signer(signer.key, signer.cert, [garbled])
+        with pytest.raises(InvalidToken):
+            verifier(ca).verify(chain.token(PULL))
 
     def test_malformed_access_is_refused(self) -> None:
         ca = CA()
