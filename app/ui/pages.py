@@ -134,7 +134,9 @@ class Layer:
 
 async def _layers(visit: Visit, document: dict[str, Any]) -> list[Layer]:
     usage = visit.site.known_usage(visit.registry)
-    described = [("config", document.get("config"))] + [("layer", x) for x in document.get("layers") or []]
+    layers = document.get("layers")
+    listed = layers if isinstance(layers, list) else []  # a stored manifest may hold anything here
+    described = [("config", document.get("config"))] + [("layer", x) for x in listed]
     found: list[Layer] = []
     for role, item in described:
         if not isinstance(item, dict) or not isinstance(item.get("digest"), str):
