@@ -22,6 +22,8 @@ CONFIG_LIMIT = 1 << 20  # configs are small; never read more than this of one
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The OCI digest grammar. Storage reads anything else as a tag: an index's child must never be looked up by one.
 DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+# JSON may carry a lone surrogate ("\ud800"), which UTF-8 cannot encode.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Source(Protocol):
@@ -69,6 +71,11 @@ class Report:
 def years_ago(timestamp: datetime, now: datetime) -> int:
     # docker's units.HumanDuration: whole 365-day years
     return int((now - timestamp).total_seconds() // (365 * 24 * 3600))
+
+
+def printable(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD (as Go's JSON decoder reads one), so it encodes as UTF-8."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 # A stored document may hold any JSON where a field is expected: what is not of the field's type is absent,
@@ -394,7 +401,7 @@ def render(report: Report, repository: str, reference: str) -> str:
         out += ["", "Explanation:"]
         for f in report.findings:
             out += [f"  * {f['title']}", *[f"    {line}" for line in _wrap(f["text"], 96)]]
-    return "\n".join(out) + "\n"
+    return printable("\n".join(out) + "\n")
 
 
 def _wrap(text: str, width: int) -> list[str]:

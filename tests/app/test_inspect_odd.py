@@ -168,3 +168,21 @@ async def test_an_image_manifest_listing_manifests_is_explained(app: Starlette, 
         r = await client.get(f"/_kura/v1/inspect/{REPO}/manifests/{tag}")
         assert r.status_code == 200 and r.json()["kind"] == "index"
         assert (await client.get(f"/r/{REPO}/-/manifests/{tag}")).status_code == 200
+
+
+async def test_lone_surrogates_are_written_as_valid_text(app: Starlette, client: httpx.AsyncClient) -> None:
+    document = await image(client, b'{"os": "linux\\ud800", "created": "1970-01-01T00:00:00Z\\udc00"}')
+    document["annotations"] = {"org.example\ud800": "value\udfff"}
+    await stored(app, document, "surrogates")
+    body = json.dumps(document).encode()
+    await stored(app, index(descriptor(mediatypes.OCI_MANIFEST, body, annotations=document["annotations"])), "s")
+    r = await client.get(f"/_kura/v1/inspect/{REPO}/manifests/s")
+    assert r.status_code == 200
+    entry = r.json()["entries"][0]
+    assert (entry["annotations"], entry["platform"]) == ({"org.example\ufffd": "value\ufffd"}, "linux\ufffd")
+    text = explain.render(await explained(app, "s"), REPO, "s")
+    assert "linux\ufffd" in text and text.encode()
+    for url in [f"/r/{REPO}", f"/r/{REPO}/-/manifests/s", f"/r/{REPO}/-/manifests/surrogates"]:
+        page = await client.get(url)
+        assert page.status_code == 200 and "linux\ufffd" in page.text, url
+    assert "org.example\ufffd" in page.text
