@@ -6,17 +6,19 @@ A PUT refuses some of these today; roots written by registry:2 or an older Kura 
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 
 from app.images import buildkit, explain
 from storage import Registry, links, mediatypes, paths, tags
 from storage.digest import Digest
 from storage.names import Name
-from tests.oci import descriptor, push_blob
+from tests.oci import descriptor, push_blob, push_image, random_image
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 REPO = "odd/app"
@@ -186,3 +188,45 @@ async def test_lone_surrogates_are_written_as_valid_text(app: Starlette, client:
         page = await client.get(url)
         assert page.status_code == 200 and "linux\ufffd" in page.text, url
     assert "org.example\ufffd" in page.text
+
+
+async def test_the_repository_page_lists_every_tag(app: Starlette, client: httpx.AsyncClient) -> None:
+    await push_image(client, REPO, random_image(layers=1, seed=11), "fine")
+    naive = b'{"architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00"}'
+    in_toto = descriptor(buildkit.IN_TOTO, b"odd layer", annotations=None)
+    await stored(app, await image(client, naive, in_toto), "naive")
+    lost = await stored(app, await image(client, b'{"os": "linux"}', descriptor("text/plain", b"lost")), "lost")
+    del_child = await stored(app, await image(client, b'{"os": "linux", "architecture": "s390x"}'))
+    await stored(app, index({**descriptor(mediatypes.OCI_MANIFEST, b"x"), "digest": del_child}), "index")
+    await client.delete(f"/v2/{REPO}/manifests/{del_child}")
+    await app.state.registry.driver.delete(paths.blob_data(Digest.parse(lost)))  # its bytes are gone
+
+    page = await client.get(f"/r/{REPO}")
+    assert page.status_code == 200
+    assert re.findall(rf'<td><a href="/r/{REPO}/-/manifests/([^"]+)">', page.text) == ["fine", "index", "lost", "naive"]
+    row = page.text[page.text.index('manifests/lost"') : page.text.index('manifests/naive"')]
+    assert ">unexplained</span>" in row
+    naive_row = page.text[page.text.index('manifests/naive"') :]
+    assert "1970-01-01" in naive_row and "on purpose" in naive_row
+
+    assert (await client.get(f"/r/{REPO}/-/tags/lost/history")).status_code == 200
+
+
+async def test_a_tag_whose_explanation_fails_is_shown_unexplained(
+    app: Starlette, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await push_image(client, REPO, random_image(layers=1, seed=12), "fine")
+    broken = await push_image(client, REPO, random_image(layers=1, seed=13), "broken")
+    real = explain.explain
+
+    async def failing(source: explain.Source, name: str, reference: str, *args: Any) -> explain.Report:
+        if reference == broken:
+            raise RuntimeError("a bug in the explanation")
+        return await real(source, name, reference, *args)
+
+    monkeypatch.setattr(explain, "explain", failing)
+    page = await client.get(f"/r/{REPO}")
+    assert page.status_code == 200
+    assert re.findall(r'<span class="kind kind-(\w+)">', page.text) == ["unexplained", "image"]
+    history = await client.get(f"/r/{REPO}/-/tags/broken/history")
+    assert history.status_code == 200 and "<td>unexplained</td>" in history.text
