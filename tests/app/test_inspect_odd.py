@@ -15,6 +15,7 @@ import pytest
 from starlette.applications import Starlette
 
 from app.images import buildkit, explain
+from app.images.remote import RemoteSource
 from storage import Registry, links, mediatypes, paths, tags
 from storage.digest import Digest
 from storage.names import Name
@@ -155,6 +156,9 @@ async def test_an_index_lists_what_it_cannot_read(app: Starlette, client: httpx.
 
     r = await client.get(f"/_kura/v1/inspect/{REPO}/manifests/index")
     assert r.status_code == 200 and [e["kind"] for e in r.json()["entries"]].count("unreadable") == 4
+    remote = await explain.explain(RemoteSource(client), REPO, "index", now=NOW)  # kura inspect host/name:tag
+    assert [e.kind for e in remote.entries] == [e.kind for e in report.entries]
+    assert remote.entries[1].problem == "cannot be read: HTTP 404"
 
     page = await client.get(f"/r/{REPO}/-/manifests/index")
     assert page.status_code == 200
