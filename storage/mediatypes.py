@@ -35,7 +35,7 @@ def json_object(data: bytes | None) -> dict[str, Any]:
     """A stored document as a JSON object; empty when it is missing, not JSON, or not an object."""
     try:
         value = json.loads(data) if data else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         return {}
     return value if isinstance(value, dict) else {}
 

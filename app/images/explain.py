@@ -6,9 +6,13 @@ config/statement blobs and referrers. The result is plain data (``asdict``-able)
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
+
+import httpx
 
 from app.images import buildkit
 from storage import Registry, mediatypes
@@ -16,6 +20,10 @@ from storage.errors import StorageError
 
 CONFIG_LIMIT = 1 << 20  # configs are small; never read more than this of one
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The OCI digest grammar. Storage reads anything else as a tag: an index's child must never be looked up by one.
+DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+# JSON may carry a lone surrogate ("\ud800"), which UTF-8 cannot encode.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Source(Protocol):
@@ -32,7 +40,7 @@ class Source(Protocol):
 class Entry:
     digest: str
     media_type: str
-    kind: str  # image | attestation | cache | artifact | index | blob
+    kind: str  # image | attestation | cache | artifact | index | blob | unreadable
     platform: str | None = None
     size: int | None = None  # manifest + config + layers
     created: str | None = None
@@ -43,6 +51,7 @@ class Entry:
     artifact_type: str | None = None
     annotations: dict[str, str] = field(default_factory=dict)
     referrers: list[dict[str, Any]] = field(default_factory=list)
+    problem: str | None = None  # why an unreadable entry could not be read
 
 
 @dataclass
@@ -64,11 +73,49 @@ def years_ago(timestamp: datetime, now: datetime) -> int:
     return int((now - timestamp).total_seconds() // (365 * 24 * 3600))
 
 
+def printable(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD (as Go's JSON decoder reads one), so it encodes as UTF-8."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+# A stored document may hold any JSON where a field is expected: what is not of the field's type is absent,
+# or, where there is text to show, shown as its JSON.
+
+
+def _raw(value: Any) -> str:
+    return value if isinstance(value, str) else "" if value is None else json.dumps(value)
+
+
+def _string(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _size(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _descriptors(value: Any) -> list[dict[str, Any]]:
+    return [x for x in value if isinstance(x, dict)] if isinstance(value, list) else []
+
+
+def _annotations(value: Any) -> dict[str, str]:
+    return {k: _raw(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
 def _platform(value: Any) -> str | None:
     if not isinstance(value, dict) or "os" not in value:
         return None
     parts = [value.get("os"), value.get("architecture"), value.get("variant")]
-    return "/".join(str(p) for p in parts if p)
+    return "/".join(_raw(p) for p in parts if p)
+
+
+def _created(text: str) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    # RFC 3339 requires an offset; a time without one (a date alone, too) is read as UTC.
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 async def _describe_manifest(
@@ -77,15 +124,16 @@ async def _describe_manifest(
     doc = mediatypes.json_object(body)
     config = doc.get("config") if isinstance(doc.get("config"), dict) else {}
     assert isinstance(config, dict)
-    layers = [x for x in doc.get("layers", []) if isinstance(x, dict)]
+    layers = _descriptors(doc.get("layers"))
     config_type = config.get("mediaType")
-    entry = Entry(digest, media_type, "image", artifact_type=doc.get("artifactType") or None)
-    entry.size = len(body) + int(config.get("size") or 0) + sum(int(x.get("size") or 0) for x in layers)
-    entry.predicates = [
-        str(x.get("annotations", {}).get("in-toto.io/predicate-type"))
+    entry = Entry(digest, media_type, "image", artifact_type=_string(doc.get("artifactType")))
+    entry.size = len(body) + sum(_size(x.get("size")) or 0 for x in [config, *layers])
+    predicates = [
+        _annotations(x.get("annotations")).get("in-toto.io/predicate-type")
         for x in layers
-        if x.get("mediaType") == buildkit.IN_TOTO and x.get("annotations", {}).get("in-toto.io/predicate-type")
+        if x.get("mediaType") == buildkit.IN_TOTO
     ]
+    entry.predicates = [p for p in predicates if p]
     if config_type == buildkit.CACHE_CONFIG:
         entry.kind = "cache"
     elif entry.artifact_type == buildkit.ATTESTATION_ARTIFACT or entry.predicates:
@@ -94,17 +142,14 @@ async def _describe_manifest(
         entry.kind = "artifact"
     subject = doc.get("subject")
     if isinstance(subject, dict) and entry.kind == "attestation":
-        entry.attests = subject.get("digest")
+        entry.attests = _string(subject.get("digest"))
     if config_type in (mediatypes.OCI_CONFIG, mediatypes.DOCKER_CONFIG) and isinstance(config.get("digest"), str):
         image_config = mediatypes.json_object(await source.blob(name, config["digest"]))
         entry.platform = _platform(image_config)
         created = image_config.get("created")
         if isinstance(created, str):
             entry.created = created
-            try:
-                when = datetime.fromisoformat(created.replace("Z", "+00:00"))
-            except ValueError:
-                when = None
+            when = _created(created)
             if when is not None and when.year <= 1980:
                 ago = years_ago(when, now)
                 entry.created_note = (
@@ -119,6 +164,22 @@ async def _describe_manifest(
     return entry
 
 
+async def _describe_child(source: Source, name: str, child: dict[str, Any], now: datetime) -> Entry:
+    """An index's manifest child; one the source cannot read is an ``unreadable`` entry saying why."""
+    digest = _raw(child.get("digest"))
+    if not DIGEST.fullmatch(digest):
+        return Entry(digest, _raw(child.get("mediaType")), "unreadable", problem="its digest is not a valid digest")
+    try:
+        body, media_type, digest = await source.manifest(name, digest)
+    except StorageError as exc:
+        # Deleted by digest (nothing stops that while an index lists it), or a blob listed as a manifest.
+        return Entry(digest, _raw(child.get("mediaType")), "unreadable", problem=f"cannot be read: {exc.message}")
+    except httpx.HTTPStatusError as exc:
+        problem = f"cannot be read: HTTP {exc.response.status_code}"
+        return Entry(digest, _raw(child.get("mediaType")), "unreadable", problem=problem)
+    return await _describe_manifest(source, name, digest, body, media_type, now)
+
+
 async def explain(
     source: Source, name: str, reference: str, platform: str | None = None, now: datetime | None = None
 ) -> Report:
@@ -128,16 +189,19 @@ async def explain(
     entries: list[Entry] = []
     if media_type in mediatypes.INDEXES:
         kind = "index"
-        for child in [x for x in doc.get("manifests", []) if isinstance(x, dict)]:
-            child_type = str(child.get("mediaType", ""))
-            annotations = {str(k): str(v) for k, v in (child.get("annotations") or {}).items()}
+        for child in _descriptors(doc.get("manifests")):
+            child_type = _raw(child.get("mediaType"))
+            annotations = _annotations(child.get("annotations"))
             if child_type not in mediatypes.MANIFESTS:
                 entry = Entry(
-                    str(child.get("digest")), child_type, "blob", size=child.get("size"), annotations=annotations
+                    _raw(child.get("digest")),
+                    child_type,
+                    "blob",
+                    size=_size(child.get("size")),
+                    annotations=annotations,
                 )
             else:
-                child_body, child_media, child_digest = await source.manifest(name, str(child["digest"]))
-                entry = await _describe_manifest(source, name, child_digest, child_body, child_media, now)
+                entry = await _describe_child(source, name, child, now)
                 entry.annotations = annotations
             entry.platform = _platform(child.get("platform")) or entry.platform
             if annotations.get(buildkit.REF_TYPE) == "attestation-manifest":
@@ -204,6 +268,20 @@ def _findings(
                     "application/vnd.docker.attestation.manifest.v1+json, the 2-byte empty config and a "
                     "`subject` pointing at the image, so the referrers API lists them too. Registries that "
                     "reject `subject` need the exporter option oci-artifact=false."
+                ),
+            }
+        )
+    unreadable = [e for e in entries if e.kind == "unreadable"]
+    if unreadable:
+        found.append(
+            {
+                "id": "unreadable-entries",
+                "title": f"{len(unreadable)} entr{'y' if len(unreadable) == 1 else 'ies'} of the index cannot be read",
+                "text": (
+                    "Each is listed as a manifest but is none of this repository's: it was deleted by digest "
+                    "after the index was pushed (nothing stops that), or it is a blob listed with a manifest "
+                    "media type, or its digest is not one. A pull that picks such an entry fails with "
+                    "'manifest unknown'; the other entries are unaffected."
                 ),
             }
         )
@@ -308,7 +386,9 @@ def render(report: Report, repository: str, reference: str) -> str:
             out.append(f"  Attests:     {target}{e.attests}")
         if e.predicates:
             out.append(f"  Predicates:  {', '.join(e.predicates)}")
-        if e.kind != "blob":
+        if e.problem:
+            out.append(f"  Problem:     {e.problem}")
+        elif e.kind != "blob":
             out.append(f"  Created:     {e.created or 'not set'}" + (f" ({e.created_note})" if e.created_note else ""))
         if e.annotations:
             out.append("  Annotations:")
@@ -321,7 +401,7 @@ def render(report: Report, repository: str, reference: str) -> str:
         out += ["", "Explanation:"]
         for f in report.findings:
             out += [f"  * {f['title']}", *[f"    {line}" for line in _wrap(f["text"], 96)]]
-    return "\n".join(out) + "\n"
+    return printable("\n".join(out) + "\n")
 
 
 def _wrap(text: str, width: int) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -14,7 +16,9 @@ async def inspect(request: Request) -> Response:
     report = await explain.explain(
         source, request.path_params["name"], request.path_params["reference"], request.query_params.get("platform")
     )
-    return JSONResponse(report.as_dict())
+    # JSONResponse's encoding, made printable: a stored string may hold a lone surrogate, which UTF-8 cannot encode.
+    text = json.dumps(report.as_dict(), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return Response(explain.printable(text), media_type="application/json")
 
 
 async def live(request: Request) -> Response:

@@ -59,7 +59,9 @@ class TagRow:
     attestations: int
 
 
-def tag_row(link: browse.TagLink, report: explain.Report) -> TagRow:
+def tag_row(link: browse.TagLink, report: explain.Report | None) -> TagRow:
+    if report is None:
+        return TagRow(link, "unexplained", [], None, None, None, 0)
     images = [e for e in report.entries if e.kind == "image"]
     platforms = [(e.platform or "unknown", e.size) for e in images]
     sizes = [e.size for e in report.entries if e.size is not None]
@@ -134,7 +136,9 @@ class Layer:
 
 async def _layers(visit: Visit, document: dict[str, Any]) -> list[Layer]:
     usage = visit.site.known_usage(visit.registry)
-    described = [("config", document.get("config"))] + [("layer", x) for x in document.get("layers") or []]
+    layers = document.get("layers")
+    listed = layers if isinstance(layers, list) else []  # a stored manifest may hold anything here
+    described = [("config", document.get("config"))] + [("layer", x) for x in listed]
     found: list[Layer] = []
     for role, item in described:
         if not isinstance(item, dict) or not isinstance(item.get("digest"), str):
@@ -214,7 +218,11 @@ async def history(visit: Visit) -> Any:
     name, tag = visit.request.path_params["name"], visit.request.path_params["tag"]
     visit.need("pull", name)
     entries = await browse.history(visit.registry, name, tag)
-    kinds = {str(e.digest): await visit.site.summary(visit.registry, name, str(e.digest)) for e in entries if e.present}
+    kinds: dict[str, str] = {}
+    for e in entries:
+        if e.present:
+            report = await visit.site.summary(visit.registry, name, str(e.digest))
+            kinds[str(e.digest)] = "unexplained" if report is None else report.kind
     return visit.page(
         "history.html",
         name=name,

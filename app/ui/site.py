@@ -14,6 +14,7 @@ from app.config import Settings
 from app.images import explain
 from app.ui.viewer import Gate
 from storage import Registry, browse, secret, usage
+from storage.errors import StorageError
 from storage.usage import Usage
 
 log = logging.getLogger("kura.ui")
@@ -63,13 +64,23 @@ class Site:
             self._walking.add_done_callback(_quietly)
         return None if self._usage is None else self._usage[1]
 
-    async def summary(self, registry: Registry, name: str, digest: str) -> explain.Report:
-        """The explanation of a manifest without its referrers, cached by digest (and day: "N years ago")."""
+    async def summary(self, registry: Registry, name: str, digest: str) -> explain.Report | None:
+        """The explanation of a manifest without its referrers, cached by digest (and day: "N years ago").
+
+        None when it cannot be explained: a page lists many manifests, and one that fails must not fail it.
+        """
         today = datetime.now(UTC).date()
         key = (name, digest, today)
         found = self._reports.get(key)
         if found is None:
-            found = await explain.explain(NoReferrers(registry), name, digest)
+            try:
+                found = await explain.explain(NoReferrers(registry), name, digest)
+            except StorageError as exc:
+                log.info("cannot explain %s@%s: %s", name, digest, exc.message)
+                return None
+            except Exception:
+                log.warning("cannot explain %s@%s", name, digest, exc_info=True)
+                return None
             self._reports[key] = found
             if len(self._reports) > REPORTS:
                 self._reports.popitem(last=False)

@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from app.errors import storage_answer
 from app.http import registry
+from app.images.explain import printable
 from app.ui import session
 from app.ui.render import environment
 from app.ui.site import Site
@@ -74,7 +75,8 @@ class Visit:
             read_only=self.registry.options.read_only,
             **context,
         )
-        return self.finish(HTMLResponse(html, status_code=status, headers=HEADERS))
+        # A stored string shown on the page may hold a lone surrogate, which UTF-8 cannot encode.
+        return self.finish(HTMLResponse(printable(html), status_code=status, headers=HEADERS))
 
     def redirect(self, url: str) -> Response:
         return self.finish(RedirectResponse(url, status_code=303, headers=HEADERS))
