@@ -76,6 +76,7 @@ FROM_STORAGE: Final[Mapping[type[se.StorageError], tuple[Code, int | None]]] = {
     se.NameUnknown: (Code.NAME_UNKNOWN, None),
     se.TagInvalid: (Code.TAG_INVALID, None),
     se.DigestInvalid: (Code.DIGEST_INVALID, None),
+    se.TagExists: (Code.DENIED, 403),
     se.Unsupported: (Code.UNSUPPORTED, None),
     se.ReadOnly: (Code.UNSUPPORTED, None),
     se.BlobUnknown: (Code.BLOB_UNKNOWN, None),

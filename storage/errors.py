@@ -33,6 +33,10 @@ class DigestInvalid(StorageError):
     pass
 
 
+class TagExists(StorageError):
+    """A tag that may only be created (``create_only``) names another manifest already."""
+
+
 class Unsupported(StorageError):
     """The operation is not offered (e.g. deletes are disabled)."""
 

@@ -162,7 +162,14 @@ def media_type_of(body: bytes) -> str:
 
 
 async def write(
-    driver: StorageDriver, observer: Observer, name: Name, ref: Reference, body: bytes, content_type: str | None
+    driver: StorageDriver,
+    observer: Observer,
+    name: Name,
+    ref: Reference,
+    body: bytes,
+    content_type: str | None,
+    *,
+    create_only: bool = False,
 ) -> Manifest:
     """Validate and store a manifest; link it as a revision and, for a tag, point the tag at it.
 
@@ -194,7 +201,9 @@ async def write(
         else:
             await observer.refresh(revision, linked)
         if ref.tag is not None:
-            await tags.point(driver, name, ref.tag, digest)
+            # create_only refused (TagExists) leaves the manifest stored, untagged, as registry:2 does
+            # for a push whose tag step fails
+            await tags.point(driver, name, ref.tag, digest, create_only=create_only)
             # A re-push of the same tag rewrites nothing: its link's mtime still records this push.
             await observer.refresh(paths.tag_current_link(name, ref.tag))
     return Manifest(digest, media_type, body, subject)

@@ -140,11 +140,17 @@ class Registry:
         ref = Reference.parse(reference)
         return await manifests.read(self.driver, self.observer, repository, ref, self._manifest_bodies, self._tag_links)
 
-    async def put_manifest(self, name: str, reference: str, body: bytes, content_type: str | None) -> Manifest:
+    async def put_manifest(
+        self, name: str, reference: str, body: bytes, content_type: str | None, *, create_only: bool = False
+    ) -> Manifest:
+        """Store a manifest, and point the tag ``reference`` at it; ``create_only``: TagExists when the
+        tag names another manifest."""
         self._writable()
         repository = Name.parse(name)
         ref = Reference(None, Digest.parse(reference)) if ":" in reference else Reference(validate_tag(reference), None)
-        return await manifests.write(self.driver, self.observer, repository, ref, body, content_type)
+        return await manifests.write(
+            self.driver, self.observer, repository, ref, body, content_type, create_only=create_only
+        )
 
     async def delete_manifest(self, name: str, reference: str) -> list[str]:
         """Delete by tag (the tag only) or by digest (with its tags); the tags a delete by digest removed."""

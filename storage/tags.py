@@ -14,7 +14,7 @@ from collections import OrderedDict
 from storage import links, paths
 from storage.digest import Digest
 from storage.driver import PathNotFound, StorageDriver
-from storage.errors import ManifestUnknown, NameUnknown
+from storage.errors import ManifestUnknown, NameUnknown, TagExists
 from storage.names import Name
 
 LOCK_WAIT = 30.0  # seconds a tag change waits for another change of the same repository's tags
@@ -28,10 +28,14 @@ async def resolve(driver: StorageDriver, name: Name, tag: str) -> Digest | None:
     return await links.read(driver, paths.tag_current_link(name, tag))
 
 
-async def point(driver: StorageDriver, name: Name, tag: str, digest: Digest) -> None:
+async def point(driver: StorageDriver, name: Name, tag: str, digest: Digest, *, create_only: bool = False) -> None:
+    """Point the tag at ``digest``; ``create_only``: TagExists if it names another manifest (decided
+    under the tag lock, so two such pushes racing for a new tag cannot both win)."""
     async with driver.lock(_lock_path(name), wait=LOCK_WAIT, create=True):
         current = paths.tag_current_link(name, tag)
         before = await links.read(driver, current)
+        if create_only and before not in (None, digest):
+            raise TagExists(f"tag {tag} exists and you may create tags but not move them", {"tag": tag})
         # Write order as registry:2's tagstore: the history entry first, then the current link. A
         # crash in between leaves the tag where it was, with a harmless extra history entry.
         await links.ensure(driver, paths.tag_index_link(name, tag, digest), digest)

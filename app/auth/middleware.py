@@ -23,7 +23,7 @@ from app.auth import challenge
 from app.auth.access import AccessMap, Kind, Need, need_of
 from app.auth.htpasswd import Htpasswd, parse_basic
 from app.auth.policy import Policies
-from app.auth.principal import PRINCIPAL, Principal
+from app.auth.principal import CREATE_ONLY, PRINCIPAL, Principal
 from app.auth.ratelimit import FailureLimiter
 from app.auth.settings import TokenAuth
 from app.auth.tokens import Claims, InvalidToken, TokenVerifier
@@ -262,6 +262,7 @@ class AuthMiddleware:
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
+            scope[CREATE_ONLY] = True  # the look above raced other pushes: the tag write decides
         await self.app(scope, receive, send)
 
     def _refusal(self, scope: Scope, need: Need, source: str | None, principal: Principal | None) -> Response | None:

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 PRINCIPAL = "kura.principal"  # the ASGI scope key
+# Set when the principal may create tags but not move them: the tag write itself refuses to move one
+CREATE_ONLY = "kura.create_only"
 
 
 @dataclass(frozen=True, slots=True)

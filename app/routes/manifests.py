@@ -3,6 +3,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.auth.principal import CREATE_ONLY
 from app.errors import Code, OCIError
 from app.http import etag, not_modified, registry
 from app.notify import hooks as notify
@@ -30,7 +31,9 @@ async def put_manifest(request: Request) -> Response:
         data += chunk
         if len(data) > MAX_SIZE:
             raise OCIError(Code.SIZE_INVALID, "manifest too large", {"max": MAX_SIZE}, status=413)
-    manifest = await registry(request).put_manifest(name, reference, bytes(data), request.headers.get("content-type"))
+    content_type = request.headers.get("content-type")
+    create_only = bool(request.scope.get(CREATE_ONLY))
+    manifest = await registry(request).put_manifest(name, reference, bytes(data), content_type, create_only=create_only)
     await notify.manifest(request, "push", name, reference, manifest)
     digest = str(manifest.digest)
     headers = {"Location": f"/v2/{name}/manifests/{digest}", "Docker-Content-Digest": digest, "Content-Length": "0"}

@@ -13,6 +13,8 @@ from app.auth.policy import Policies
 from app.auth.settings import KuraAuth
 from app.logs import FIELDS
 from app.main import create_app
+from storage import Registry
+from storage.errors import ManifestUnknown
 from tests.app.authworld import PASSWORDS, POLICIES, World, client_for, htpasswd_settings, seed
 from tests.authkit import basic
 from tests.oci import push_blob, random_image
@@ -91,6 +93,23 @@ async def test_create_without_overwrite(root: str, tmp_path: Path) -> None:
         r = await client.put("/v2/rel/app/manifests/1.0", content=second.manifest, headers={"Content-Type": "x"})
         assert r.json()["errors"][0]["code"] == "DENIED" and "1.0" in r.json()["errors"][0]["message"]
         assert (await client.delete(f"/v2/rel/app/manifests/{first.digest}")).status_code == 403
+        # Issue: the look at the tag raced other pushes (eight concurrent PUTs each saw no tag, each got
+        # 201, the tag moved seven times). Here the look sees no tag while the tag exists: the tag
+        # write itself must refuse, with the same answer.
+        real = Registry.get_manifest
+
+        async def unseen(self: Registry, name: str, reference: str) -> Any:
+            if reference == "1.0":
+                raise ManifestUnknown("manifest unknown")
+            return await real(self, name, reference)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(Registry, "get_manifest", unseen)
+            headers = {"Content-Type": second.media_type}
+            r = await client.put("/v2/rel/app/manifests/1.0", content=second.manifest, headers=headers)
+        assert r.status_code == 403 and r.json()["errors"][0]["code"] == "DENIED", r.text
+        assert "1.0" in r.json()["errors"][0]["message"]
+        assert (await client.get("/v2/rel/app/manifests/1.0")).content == first.manifest
     async with client_for(app) as anonymous:
         assert (await anonymous.get("/v2/rel/app/manifests/1.0")).status_code == 200
         assert (await anonymous.get("/v2/rel/app/tags/list")).status_code == 200

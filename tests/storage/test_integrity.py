@@ -180,10 +180,10 @@ async def test_a_delete_by_digest_and_a_push_of_it_end_as_one_or_the_other(
     point = tags.point
     deleting: list[asyncio.Task[list[str]]] = []
 
-    async def delete_meanwhile(driver: StorageDriver, name: Name, tag: str, target: Digest) -> None:
+    async def delete_meanwhile(driver: StorageDriver, name: Name, tag: str, target: Digest, **options: Any) -> None:
         deleting.append(asyncio.create_task(b.delete_manifest("r", digest)))
         await asyncio.wait(deleting, timeout=0.5)  # a delete not held back runs to its end here
-        await point(driver, name, tag, target)
+        await point(driver, name, tag, target, **options)
 
     monkeypatch.setattr(tags, "point", delete_meanwhile)
     await a.put_manifest("r", "new", d.manifest, d.media_type)
