@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import bcrypt
 
@@ -57,6 +58,7 @@ class Htpasswd:
         self._key = os.urandom(32)
         self._verified: collections.OrderedDict[bytes, float] = collections.OrderedDict()
         self._looked = False  # refreshed during this turn of the event loop
+        self._checks: dict[bytes, asyncio.Future[bool]] = {}  # bcrypt checks under way, by credentials
         if not self.refresh():
             raise OSError(f"cannot read the htpasswd file {path}")
 
@@ -156,10 +158,29 @@ class Htpasswd:
             # bcrypt 5 refuses passwords over 72 bytes (and malformed hashes): a failed login, not a 500.
             return False
 
-    async def verify(self, user: str, password: str) -> bool:
-        """Whether the password is the user's: from the cache, else by bcrypt in a thread."""
+    async def verify(
+        self, user: str, password: str, checking: Callable[[], AbstractContextManager[object]] = nullcontext
+    ) -> bool:
+        """Whether the password is the user's: from the cache, else by bcrypt in a thread, held in
+        ``checking`` (the failure limiter's). Requests with the same credentials while one is checked
+        wait for that check (a client's parallel pulls with a password not yet remembered)."""
         if self.remembered(user, password):
             return True
+        key = self._cache_key(user, password)
+        running = self._checks.get(key)
+        if running is not None:
+            return await asyncio.shield(running)
+        with checking():
+            running = self._checks[key] = asyncio.ensure_future(self._check_and_remember(user, password))
+            try:
+                return await asyncio.shield(running)
+            finally:
+                if running.done():
+                    del self._checks[key]
+                else:  # this request was cancelled: the check goes on for the others
+                    running.add_done_callback(lambda _: self._checks.pop(key, None))
+
+    async def _check_and_remember(self, user: str, password: str) -> bool:
         generation = self.generation
         ok = await asyncio.get_running_loop().run_in_executor(None, self.check, user, password)
         if ok:

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,7 +25,7 @@ from app.auth.access import AccessMap, Kind, Need, need_of
 from app.auth.htpasswd import Htpasswd, parse_basic
 from app.auth.policy import Policies
 from app.auth.principal import CREATE_ONLY, PRINCIPAL, Principal
-from app.auth.ratelimit import FailureLimiter
+from app.auth.ratelimit import FailureLimiter, Throttled
 from app.auth.settings import TokenAuth
 from app.auth.tokens import Claims, InvalidToken, TokenVerifier
 from app.auth.tokenserver import TokenEndpoint
@@ -41,6 +42,10 @@ def _sees(policies: Policies, user: str | None) -> Callable[[str], bool] | None:
     if not policies.enabled or user in policies.admins:
         return None
     return lambda repository: "pull" in policies.actions(user, repository)
+
+
+# Around a password check: the failure limiter's (FailureLimiter.checking), which may throttle it
+Checking = Callable[[], AbstractContextManager[object]]
 
 
 class Rejected(Exception):
@@ -75,14 +80,15 @@ class Basic:
             _sees(self.policies, user),
         )
 
-    async def authenticate(self, authorization: str | None) -> Principal | None:
-        """None without credentials (the anonymous rights apply); raises Rejected for bad ones."""
+    async def authenticate(self, authorization: str | None, checking: Checking = nullcontext) -> Principal | None:
+        """None without credentials (the anonymous rights apply); raises Rejected for bad ones, and
+        Throttled (from ``checking``, around a password check) for too many at once."""
         if authorization is None:
             return None
         credentials = parse_basic(authorization)
         if credentials == ("", ""):
             return None  # containers/image answers a Basic challenge with empty credentials when it has none
-        if credentials is None or not await self.users.verify(*credentials):
+        if credentials is None or not await self.users.verify(*credentials, checking):
             raise Rejected(guess=credentials is not None)
         return self.principal(credentials[0])
 
@@ -120,12 +126,12 @@ class Bearer:
         proto = headers.get("x-forwarded-proto") or "https"
         return f"{proto}://{headers.get('host', '')}{self.config.autoredirectpath}"
 
-    async def authenticate(self, authorization: str | None) -> Principal | None:
+    async def authenticate(self, authorization: str | None, checking: Checking = nullcontext) -> Principal | None:
         if authorization is None:
             return None
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "basic" and self.accounts is not None:
-            return await self.accounts.authenticate(authorization)
+            return await self.accounts.authenticate(authorization, checking)
         if scheme.lower() != "bearer" or not token:
             return None  # registry:2: "authorization token required", no error parameter
         try:
@@ -231,7 +237,9 @@ class AuthMiddleware:
             refusal = challenge.too_many(retry)
         else:
             try:
-                principal = await self.scheme.authenticate(authorization)
+                principal = await self.scheme.authenticate(authorization, lambda: self.limiter.checking(client))
+            except Throttled as throttled:
+                refusal = challenge.too_many(throttled.retry_after)
             except Rejected as rejected:
                 if rejected.guess:
                     self.limiter.failed(client)

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 MAX_CLIENTS = 10_000  # addresses remembered; the oldest are forgotten first
+
+
+class Throttled(Exception):
+    """Too many password checks from one address, failed or still running: answer 429."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
 
 
 class FailureLimiter:
@@ -16,6 +25,23 @@ class FailureLimiter:
         self.window = window
         self._clock = clock
         self._seen: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
+        self._running: collections.Counter[str] = collections.Counter()  # password checks under way
+
+    @contextlib.contextmanager
+    def checking(self, client: str) -> Iterator[None]:
+        """Around a password check (a bcrypt): Throttled when the client's failures in the window and
+        its checks still running reach the limit. Each check counts until it ends: a burst of
+        concurrent guesses would all pass ``retry_after`` before the first of them had failed."""
+        times = self._seen.get(client)
+        if self._running[client] + (len(times) if times else 0) >= self.failures:
+            raise Throttled(self.retry_after(client) or 1)
+        self._running[client] += 1
+        try:
+            yield
+        finally:
+            self._running[client] -= 1
+            if not self._running[client]:
+                del self._running[client]
 
     def retry_after(self, client: str) -> int | None:
         """Seconds until ``client`` may try again, or None when it may try now."""

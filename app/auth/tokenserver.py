@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 from app.auth import challenge
 from app.auth.htpasswd import Htpasswd, parse_basic
 from app.auth.policy import Policies
-from app.auth.ratelimit import FailureLimiter
+from app.auth.ratelimit import FailureLimiter, Throttled
 from app.auth.settings import TokenAuth, TokenServer
 from app.auth.signer import ALGORITHM, Signer
 
@@ -104,8 +104,11 @@ class TokenEndpoint:
         retry = self.limiter.retry_after(client)
         if retry is not None:
             return challenge.too_many(retry)
-        if await self.users.verify(user, password):
-            return None
+        try:
+            if await self.users.verify(user, password, lambda: self.limiter.checking(client)):
+                return None
+        except Throttled as throttled:
+            return challenge.too_many(throttled.retry_after)
         self.limiter.failed(client)
         log.info("token server: failed authentication from %s", client)
         return challenge.unauthorized(challenge.basic(self.token.realm or self.path), [])

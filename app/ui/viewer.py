@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from app.auth.accounts import Accounts, shared_accounts
 from app.auth.policy import ALL
+from app.auth.ratelimit import Throttled
 from app.config import Settings
 
 
@@ -61,7 +62,10 @@ class Gate:
         retry = self.limiter.retry_after(client)
         if retry is not None:
             raise TooManyFailures(retry)
-        if await self.users.verify(user, password):
-            return True
+        try:
+            if await self.users.verify(user, password, lambda: self.limiter.checking(client)):
+                return True
+        except Throttled as throttled:
+            raise TooManyFailures(throttled.retry_after) from None
         self.limiter.failed(client)
         return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import httpx
@@ -147,6 +148,47 @@ async def test_repeated_failures_are_slowed_down(root: str, tmp_path: Path) -> N
         assert r.status_code == 429
         assert r.json()["errors"][0]["code"] == "TOOMANYREQUESTS"
         assert 1 <= int(r.headers["retry-after"]) <= 60
+
+
+def _slow_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """bcrypt as slow as a production cost makes it (the tests' files use a low one); the users checked."""
+    checked: list[str] = []
+    check = Htpasswd.check
+
+    def slow(self: Htpasswd, user: str, password: str) -> bool:
+        checked.append(user)
+        time.sleep(0.05)
+        return check(self, user, password)
+
+    monkeypatch.setattr(Htpasswd, "check", slow)
+    return checked
+
+
+async def test_concurrent_guesses_are_limited_too(root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue: the limit was looked at before a check and counted after it, so 40 guesses sent at once
+    were all checked (39 x 401, then the right password 200). Now a check counts while it runs."""
+    await seed(root)
+    checked = _slow_checks(monkeypatch)
+    app = create_app(htpasswd_settings(root, str(tmp_path), ratelimit={"failures": 3, "window": 60}))
+    async with client_for(app) as client:
+        guesses = [client.get("/v2/", headers=basic("alice", f"guess-{i}")) for i in range(12)]
+        statuses = sorted(r.status_code for r in await asyncio.gather(*guesses))
+        assert statuses == [401] * 3 + [429] * 9 and len(checked) == 3
+        assert (await client.get("/v2/", headers=basic("alice", "alice-secret"))).status_code == 429
+
+
+async def test_parallel_requests_with_one_password_are_checked_once(
+    root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client's parallel pulls with a password not yet remembered wait for one check, and are not
+    taken for guesses, even with a limit of one."""
+    await seed(root)
+    checked = _slow_checks(monkeypatch)
+    app = create_app(htpasswd_settings(root, str(tmp_path), ratelimit={"failures": 1, "window": 60}))
+    async with client_for(app) as client:
+        pulls = [client.get("/v2/team/app/tags/list", headers=basic("alice", "alice-secret")) for _ in range(8)]
+        assert [r.status_code for r in await asyncio.gather(*pulls)] == [200] * 8
+    assert checked == ["alice"]
 
 
 async def test_password_file_changes_apply_to_the_next_request(root: str, tmp_path: Path) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from app.auth.htpasswd import Htpasswd
 from app.auth.signer import CERT_FILE, KEY_FILE, load_or_create
 from app.auth.tokenserver import parse_scope
 from app.config import Settings
@@ -128,6 +131,29 @@ async def test_anonymous_and_bad_credentials(root: str, tmp_path: Path) -> None:
         assert r.status_code == 401 and r.headers["www-authenticate"] == f'Basic realm="{REALM}"'
         r = await client.get("/auth/token", params={"service": "elsewhere"})
         assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+
+
+async def test_concurrent_guesses_for_a_token_are_limited(
+    root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As for the registry's own Basic auth: a check counts against the limit while it runs."""
+    await seed(root)
+    check = Htpasswd.check
+
+    def slow(self: Htpasswd, user: str, password: str) -> bool:
+        time.sleep(0.05)  # as slow as a production bcrypt cost
+        return check(self, user, password)
+
+    monkeypatch.setattr(Htpasswd, "check", slow)
+    base = Settings.model_dump(settings(root, tmp_path))
+    base["kura"]["auth"]["ratelimit"] = {"failures": 2, "window": 60}
+    app = create_app(Settings.model_validate(base))
+    async with client_for(app) as client:
+        guesses = [
+            client.get("/auth/token", params={"service": SERVICE}, headers=basic("alice", f"guess-{i}"))
+            for i in range(8)
+        ]
+        assert sorted(r.status_code for r in await asyncio.gather(*guesses)) == [401] * 2 + [429] * 6
 
 
 async def test_refresh_token_flow_of_docker_login(root: str, tmp_path: Path) -> None:
