@@ -31,6 +31,10 @@ MAX_HEAD = 1 << 20  # bytes: request line and headers, as Go's DefaultMaxHeaderB
 HEAD_TIMEOUT = 60.0  # seconds to send a whole head; read when a head begins, so tests may shorten it
 LINGER = 0.5  # seconds the 431 is given to reach the client before the connection is closed
 
+MAX_URL = 65535  # bytes: httptools.parse_url refuses a longer request target
+_URL_TOO_LONG = (
+    b'{"errors":[{"code":"UNSUPPORTED","message":"request URL longer than %d bytes","detail":{}}]}' % MAX_URL
+)
 _TOO_LARGE = b"431 Request Header Fields Too Large"
 _TOO_LARGE_RESPONSE = (
     b"HTTP/1.1 " + _TOO_LARGE + b"\r\n"
@@ -140,6 +144,26 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self.logger.warning("Request head not received within %g s: connection closed.", HEAD_TIMEOUT)
             self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request httptools cannot parse (plain text, as Go's), except for a URL
+        too long for httptools, which Go's 1 MiB head would take: a JSON 414, since no registry
+        request has such a URL."""
+        if len(self.url) <= MAX_URL:
+            super().send_400_response(msg)
+            return
+        self.logger.warning("Request URL over %d bytes: refused with 414.", MAX_URL)
+        content = [b"HTTP/1.1 414 URI Too Long\r\n"]
+        for name, value in self.server_state.default_headers:
+            content += [name, b": ", value, b"\r\n"]
+        content += [
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(_URL_TOO_LONG),
+            b"connection: close\r\n\r\n",
+            _URL_TOO_LONG,
+        ]
+        self.transport.write(b"".join(content))
+        self.transport.close()
 
     def _refuse(self) -> None:
         self._stop_clock()

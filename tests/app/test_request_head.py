@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import select
 import socket
 import time
@@ -33,6 +34,25 @@ def test_a_head_over_the_limit_is_refused_and_a_normal_one_still_works(settings:
         assert exchange(address, VERSION_CHECK + many + b"Connection: close\r\n\r\n").startswith(b"HTTP/1.1 200 ")
         r = httpx.get(f"http://{address[0]}:{address[1]}/v2/")
         assert r.status_code == 200 and r.headers["docker-distribution-api-version"] == "registry/2.0"
+
+
+def test_a_url_too_long_to_parse_is_a_json_414(settings: Settings) -> None:
+    """httptools refuses a request target past 65,535 bytes, which uvicorn answered in plain text;
+    Go (registry:2) takes heads up to 1 MiB. No registry request has such a URL: a JSON error."""
+    with serving(served_app(settings), settings) as address:
+        for length in (app.protocol.MAX_URL + 1, 200_000):
+            target = b"/v2/r/blobs/uploads/" + b"a" * (length - 20)
+            answer = exchange(address, b"GET " + target + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 414 URI Too Long\r\n") and b"content-type: application/json" in head
+            assert json.loads(body)["errors"][0]["code"] == "UNSUPPORTED"
+        target = b"/v2/r/tags/list?last=" + b"a" * (app.protocol.MAX_URL - 100)  # long, but parsed: answered
+        assert exchange(address, b"GET " + target + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")[:12] in (
+            b"HTTP/1.1 404",
+            b"HTTP/1.1 200",
+        )
+        garbage = exchange(address, b"GET /v2/ HTTP/1.1\r\nBad Header\r\n\r\n")
+        assert garbage.startswith(b"HTTP/1.1 400 ")  # malformed HTTP: still uvicorn's (and Go's) plain 400
 
 
 @pytest.mark.parametrize("where", ["head", "trailers"])
