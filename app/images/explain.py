@@ -12,8 +12,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import httpx
-
 from app.images import buildkit
 from storage import Registry, mediatypes
 from storage.errors import StorageError
@@ -29,6 +27,11 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 class Source(Protocol):
     async def manifest(self, name: str, reference: str) -> tuple[bytes, str, str]:
         """(body, media type, digest); raises when unknown."""
+        ...
+
+    def unreadable(self, exc: Exception) -> str | None:
+        """Why ``manifest`` could not read a document, when ``exc`` says it cannot (unknown, not a
+        manifest); None for any other failure."""
         ...
 
     async def blob(self, name: str, digest: str) -> bytes | None: ...
@@ -171,12 +174,12 @@ async def _describe_child(source: Source, name: str, child: dict[str, Any], now:
         return Entry(digest, _raw(child.get("mediaType")), "unreadable", problem="its digest is not a valid digest")
     try:
         body, media_type, digest = await source.manifest(name, digest)
-    except StorageError as exc:
+    except Exception as exc:
         # Deleted by digest (nothing stops that while an index lists it), or a blob listed as a manifest.
-        return Entry(digest, _raw(child.get("mediaType")), "unreadable", problem=f"cannot be read: {exc.message}")
-    except httpx.HTTPStatusError as exc:
-        problem = f"cannot be read: HTTP {exc.response.status_code}"
-        return Entry(digest, _raw(child.get("mediaType")), "unreadable", problem=problem)
+        problem = source.unreadable(exc)
+        if problem is None:
+            raise
+        return Entry(digest, _raw(child.get("mediaType")), "unreadable", problem=f"cannot be read: {problem}")
     return await _describe_manifest(source, name, digest, body, media_type, now)
 
 
@@ -425,6 +428,9 @@ class LocalSource:
     async def manifest(self, name: str, reference: str) -> tuple[bytes, str, str]:
         m = await self.registry.get_manifest(name, reference)
         return m.body, m.media_type, str(m.digest)
+
+    def unreadable(self, exc: Exception) -> str | None:
+        return exc.message if isinstance(exc, StorageError) else None
 
     async def blob(self, name: str, digest: str) -> bytes | None:
         try:

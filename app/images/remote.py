@@ -39,6 +39,9 @@ class RemoteSource:
         digest = r.headers.get("docker-content-digest") or descriptor("", r.content)["digest"]
         return r.content, media_type, digest
 
+    def unreadable(self, exc: Exception) -> str | None:
+        return f"HTTP {exc.response.status_code}" if isinstance(exc, httpx.HTTPStatusError) else None
+
     async def blob(self, name: str, digest: str) -> bytes | None:
         async with self.client.stream("GET", f"/v2/{name}/blobs/{digest}") as r:
             if r.status_code != 200 or int(r.headers.get("content-length", "0")) > CONFIG_LIMIT:
