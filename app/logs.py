@@ -206,6 +206,10 @@ def configure(log: Log) -> None:
     access_log = logging.getLogger("kura.access")
     access_log.setLevel(logging.INFO)
     access_log.disabled = log.accesslog.disabled
+    # httpx logs every request it sends at INFO, URL and all: a notification endpoint's credentials
+    # (user:password@, ?token=) would reach the log, once per event. Delivery logs its own failures.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 HANDLER: Handler | None = None  # what configure() installed

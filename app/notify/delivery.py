@@ -75,6 +75,7 @@ class Delivery:
         headers = [(k, v) for k, values in self.endpoint.headers.items() for v in values]
         async with httpx.AsyncClient(
             headers=headers,
+            timeout=None,  # the endpoint's own timeout bounds each POST (asyncio.timeout in _send)
             follow_redirects=True,
             transport=self.transport,
             trust_env=not _loopback(self.endpoint.url),  # Go never proxies loopback either
@@ -139,9 +140,12 @@ class Delivery:
             log.error("notifications: endpoint %s: dropping unreadable spool file %s", self.endpoint.name, entry.name)
             self.stats.drop(1)
             return True
+        request = client.build_request("POST", self.endpoint.url, content=body, headers={"Content-Type": MEDIA_TYPE})
         try:
             async with asyncio.timeout(self.endpoint.effective_timeout):
-                response = await client.post(self.endpoint.url, content=body, headers={"Content-Type": MEDIA_TYPE})
+                # Only the status counts; the body is never read (as registry:2), whatever its size
+                response = await client.send(request, stream=True)
+                await response.aclose()
         except (httpx.HTTPError, TimeoutError) as exc:
             self.stats.unanswered()
             log.warning("notifications: endpoint %s: %s", self.endpoint.name, _describe(exc))

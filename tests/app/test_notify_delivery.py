@@ -282,3 +282,76 @@ def test_endpoint_counters_are_registry2_metrics() -> None:
     assert value("registry_notifications_events_total", type="Failures", endpoint="metrics-test") >= 1
     assert value("registry_notifications_status_total", code="500 Internal Server Error", endpoint="metrics-test") >= 1
     assert value("registry_notifications_pending_total", endpoint="metrics-test") == 7
+
+
+async def test_a_receiver_slower_than_httpxs_default_gets_the_configured_timeout(spool: Spool) -> None:
+    """Issue: httpx's own 5 s default cut every POST short under an endpoint's longer timeout, so a
+    receiver that takes 6 s never got its events. A real socket: the mock transport has no timeouts."""
+    (only,) = await spool_events(spool, 1)
+    received: list[bytes] = []
+
+    async def slow_receiver(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(
+            next(
+                v
+                for k, _, v in (line.partition(b": ") for line in head.split(b"\r\n"))
+                if k.lower() == b"content-length"
+            )
+        )
+        received.append(await reader.readexactly(length))
+        await asyncio.sleep(5.5)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(slow_receiver, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    ep = endpoint(url=f"http://127.0.0.1:{port}/events", timeout="20s")
+    delivery = Delivery(ep, spool, EndpointStats("hook"), asyncio.Event(), None)
+    task = asyncio.create_task(delivery.run())
+    try:
+        await until(lambda: drained(spool), limit=60)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        server.close()
+    assert [json.loads(body)["events"][0]["id"] for body in received] == [only]  # delivered the first time
+
+
+async def test_the_receivers_answer_body_is_never_read(spool: Spool) -> None:
+    """Issue: the whole answer was read into the worker's memory (an 800 MiB one: a 1.8 GB worker).
+    Here an endless body: reading it would never end."""
+    await spool_events(spool, 2)
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            yield b"x" * 65536
+            await asyncio.sleep(0)
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=endless())
+
+    async with delivering(spool, answer) as (delivery, requests):
+        await until(lambda: drained(spool))
+    assert len(requests) == 2 and delivery.stats.delivered == 2
+
+
+async def test_an_endpoints_credentials_stay_out_of_the_log(spool: Spool, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue: httpx logs every request at INFO with its URL, user:password@ and ?token= included."""
+    from app import logs
+    from app.config import Log
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        logs.configure(Log())  # as kura serve sets logging up: it replaces the root's handlers
+        root.addHandler(caplog.handler)
+        caplog.set_level(logging.INFO)
+        await spool_events(spool, 1)
+        async with delivering(spool, accept, endpoint(url="http://user:s3cret@receiver.test/e?token=t0ken")):
+            await until(lambda: drained(spool))
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert "s3cret" not in caplog.text and "t0ken" not in caplog.text
