@@ -28,6 +28,9 @@ _UNITS_NS = {
 _COMPONENT = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 
 
+_MAX_NS = (1 << 63) - 1  # a Go time.Duration is an int64 of nanoseconds
+
+
 def parse_duration(text: str) -> timedelta:
     """Go's ``time.ParseDuration``: a signed sequence of decimal numbers, each with a unit."""
     body = text[1:] if text[:1] in "+-" else text
@@ -44,6 +47,8 @@ def parse_duration(text: str) -> timedelta:
         total += Fraction(match[1]) * _UNITS_NS[match[2]]
         position = match.end()
     nanoseconds = int(total)  # Go truncates below a nanosecond
+    if nanoseconds > _MAX_NS:
+        raise ValueError(f"duration {text!r} out of range (Go's durations end at about 292 years)")
     return timedelta(microseconds=(-nanoseconds if text[:1] == "-" else nanoseconds) / 1000)
 
 
@@ -51,6 +56,8 @@ def _duration(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("a duration must be a string such as '500ms' or an integer of nanoseconds")
     if isinstance(value, int):
+        if abs(value) > _MAX_NS:
+            raise ValueError(f"duration {value} out of range (an int64 of nanoseconds, as Go's)")
         return timedelta(microseconds=value / 1000)  # YAML integers are nanoseconds, as for Go
     if isinstance(value, str):
         return parse_duration(value.strip())
@@ -65,12 +72,23 @@ def _go_duration(value: timedelta) -> str:
 Duration = Annotated[timedelta, BeforeValidator(_duration), PlainSerializer(_go_duration, return_type=str)]
 
 
+# RFC 9110: a field name is a token; a value here visible ASCII, spaces and tabs (what httpx sends
+# as it is: anything else, a CR or LF above all, would fail every delivery or split the request)
+_FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e]*")
+
+
 def _header_value(name: str, value: Any) -> Any:
     # Go reads the YAML text into a string; PyYAML has already typed it, so numbers are put back and
     # booleans (yes, no, on, off, ...), whose text is lost, must be quoted.
+    if not _FIELD_NAME.fullmatch(name):
+        raise ValueError(f"headers: {name!r} is not a header name")
     if isinstance(value, bool):
         raise ValueError(f"headers.{name}: YAML reads this value as a boolean; quote it")
-    return str(value) if isinstance(value, int | float) else value
+    text = str(value) if isinstance(value, int | float) else value
+    if isinstance(text, str) and not _FIELD_VALUE.fullmatch(text):
+        raise ValueError(f"headers.{name}: a value may hold visible ASCII, spaces and tabs only")
+    return text
 
 
 class _Section(BaseModel):
@@ -127,6 +145,9 @@ class Endpoint(_Section):
         return "%2E" + escaped[1:] if escaped.startswith(".") else escaped
 
 
+_MAX_NAME = 255  # bytes of a file name on Linux file systems
+
+
 class Events(_Section):
     includereferences: bool = False
 
@@ -144,6 +165,8 @@ class Notifications(_Section):
             where = f"notifications.endpoints[{i}]"
             if not endpoint.name:
                 raise ValueError(f"{where}.name is required: it names the endpoint's spool directory")
+            if len(endpoint.spool_name) > _MAX_NAME:
+                raise ValueError(f"{where}.name is too long: it names a directory ({_MAX_NAME} bytes once escaped)")
             if endpoint.name in seen:
                 raise ValueError(f"{where}.name {endpoint.name!r} is used twice: each endpoint needs its own spool")
             seen.add(endpoint.name)

@@ -143,6 +143,14 @@ def test_settings_survive_the_json_hand_off_to_workers() -> None:
         ([{"name": "a", "disabled": True}, {"name": "b", "url": ""}], r"endpoints\[1\]\.url must be an http"),
         ([{"name": "a", "url": "http://x/", "timeout": "soon"}], "invalid duration 'soon'"),
         ([{"name": "a", "url": "http://x/", "timeout": True}], "a duration must be"),
+        # Each of these was accepted, then failed every delivery (or every request making an event)
+        ([{"name": "a", "url": "http://x/", "timeout": "99999999999h"}], "out of range"),
+        ([{"name": "a", "url": "http://x/", "maxbackoff": 10**20}], "out of range"),
+        ([{"name": "a", "url": "http://x/", "headers": {"Bad Name": ["x"]}}], "'Bad Name' is not a header name"),
+        ([{"name": "a", "url": "http://x/", "headers": {"X-V": ["caf\u00e9"]}}], "visible ASCII"),
+        ([{"name": "a", "url": "http://x/", "headers": {"X-V": ["a\r\nX-Injected: 1"]}}], "visible ASCII"),
+        ([{"name": "n" * 256, "url": "http://x/"}], r"endpoints\[0\]\.name is too long"),
+        ([{"name": "\u65e5" * 29, "url": "http://x/"}], r"endpoints\[0\]\.name is too long"),  # 261 once escaped
     ],
 )
 def test_bad_endpoints_are_one_clear_error(tmp_path: Path, endpoints: list[dict[str, object]], message: str) -> None:
