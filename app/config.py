@@ -141,7 +141,7 @@ class HTTP(_Section):
 
 class StorageDriverHealth(_Section):
     enabled: bool = False
-    interval: Duration = 10.0  # registry:2's defaultCheckInterval
+    interval: Duration = 10.0  # registry:2's defaultCheckInterval, which 0 also means
     threshold: int = Field(0, ge=0)  # failures in a row before the check reports; 0 reports the first one
 
 

@@ -58,6 +58,9 @@ async def probe(driver: StorageDriver) -> str | None:
     return None
 
 
+DEFAULT_INTERVAL = 10.0  # seconds: registry:2's defaultCheckInterval
+
+
 class Health:
     def __init__(self, settings: StorageDriverHealth) -> None:
         self.settings = settings
@@ -71,15 +74,17 @@ class Health:
     async def poll(self, driver: StorageDriver) -> None:
         check = self.checks[0]
         check.name = f"storagedriver_{driver.name}"  # registry:2's check name
-        limit = self.settings.interval or 1
+        # registry:2 reads an interval of 0 (or less) as its default; a 0 here was a busy loop
+        interval = self.settings.interval if self.settings.interval > 0 else DEFAULT_INTERVAL
         while True:
-            await asyncio.sleep(self.settings.interval)
+            await asyncio.sleep(interval)
             # A backend that does not answer within the interval fails the check (an object store's
             # request times out; a local filesystem answers from the page cache)
             try:
-                error = await asyncio.wait_for(probe(driver), limit)
+                async with asyncio.timeout(interval):
+                    error = await probe(driver)
             except TimeoutError:
-                error = f"{driver.name}: no answer within {limit:g}s"
+                error = f"{driver.name}: no answer within {interval:g}s"
             if error is not None and check.failing() is None:
                 log.error("storage driver health check: %s", error)
             check.update(error)

@@ -95,7 +95,10 @@ def serve(settings: Settings, sock: socket.socket, debug: socket.socket | None) 
     if debug is None:
         server.run(sockets=[sock])
         return
-    options: dict[str, Any] = {"log_config": None, "access_log": False, "server_header": False, "lifespan": "off"}
+    # The registry's protocol (bounded heads) on the debug port too: it shares the registry's event loop
+    options = uvicorn_options(settings) | {"lifespan": "off"}
+    for key in ("ssl_certfile", "ssl_keyfile", "ssl_ca_certs", "ssl_cert_reqs"):
+        options.pop(key, None)  # registry:2's debug server is plain HTTP
 
     class DebugServer(uvicorn.Server):
         """The registry's server owns the signals, and stops this one when it stops."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -14,6 +15,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
+import app.health
 from app import metrics
 from app.config import Settings
 from app.debug import debug_app
@@ -320,6 +322,25 @@ class TestHeaders:
 
 
 class TestHealth:
+    async def test_an_interval_of_0_is_registry2s_default_not_a_busy_loop(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Issue: interval 0 polled without pause (every worker at 100 % of a core), and the loop
+        swallowed the cancel, so the server never stopped. registry:2 reads 0 as 10 s."""
+        slept: list[float] = []
+        real_sleep = asyncio.sleep
+
+        async def sleep(delay: float) -> None:
+            slept.append(delay)
+            await real_sleep(0)
+
+        monkeypatch.setattr(app.health.asyncio, "sleep", sleep)
+        settings = make_settings(str(tmp_path / "root"), health={"storagedriver": {"enabled": True, "interval": 0}})
+        application = create_app(settings)
+        async with application.router.lifespan_context(application):
+            await until(lambda: slept.count(app.health.DEFAULT_INTERVAL) >= 3)
+        assert 0 not in slept  # and the lifespan ended: the poll stopped
+
     @pytest.mark.parametrize("threshold", [0, 2])
     async def test_storage_check_fails_after_threshold_and_recovers(self, tmp_path: Path, threshold: int) -> None:
         """registry:2's semantics: 503 with {check: error} after `threshold` failures in a row, then clear."""

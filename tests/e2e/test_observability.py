@@ -91,6 +91,11 @@ def test_prometheus_sees_the_push_through_any_worker(
     with started(argv, url, log, dict(os.environ, TMPDIR=str(tmp))) as supervisor:
         (directory,) = glob.glob(str(tmp / "kura-metrics-*"))
         assert httpx.get(f"{debug}/debug/health").json() == {}
+        # The debug port bounds request heads as the registry's does (it shares the registry's loop)
+        try:
+            assert httpx.get(f"{debug}/debug/health", headers={"X-Big": "a" * (2 << 20)}).status_code == 431
+        except httpx.TransportError:
+            pass  # "or close the connection": the client was still sending when the server closed
 
         with prometheus(tmp_path, f"127.0.0.1:{debug_port}") as prom:
             assert eventually(lambda: query(prom, 'up{job="kura"}') == 1.0, timeout=60)
