@@ -334,7 +334,7 @@ class TestHealth:
             slept.append(delay)
             await real_sleep(0)
 
-        monkeypatch.setattr(app.health.asyncio, "sleep", sleep)
+        monkeypatch.setattr(asyncio, "sleep", sleep)
         settings = make_settings(str(tmp_path / "root"), health={"storagedriver": {"enabled": True, "interval": 0}})
         application = create_app(settings)
         async with application.router.lifespan_context(application):
