@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from stat import S_ISDIR
+from stat import S_ISDIR, S_ISLNK
 from typing import ParamSpec, TypeVar
 
 import aiofiles.os
@@ -289,11 +289,16 @@ class FilesystemDriver:
         # Garbage: no writer races these, so directories are removed in place (a third of the
         # syscalls of delete's move-aside).
         previous = ""
-        for path in paths:
+        for i, path in enumerate(paths):
             full = self.full(path)
+            following = paths[i + 1] if i + 1 < len(paths) else ""
             try:
                 if previous.startswith(f"{path}/"):
                     os.rmdir(full)  # the directory of the file just removed: most likely empty now
+                elif following and path.startswith(f"{following}/") and _is_link(self.full(following)):
+                    # A file, then its directory, which is a symlink (say to another disk): remove the
+                    # link only, as registry:2's RemoveAll does, never what it points at
+                    os.unlink(self.full(following))
                 else:
                     os.unlink(full)
             except IsADirectoryError:
@@ -572,6 +577,13 @@ def _make_directory(path: str) -> None:
         pass  # a file of that name makes the caller's next step fail, as makedirs would
     except FileNotFoundError:
         os.makedirs(path, exist_ok=True)
+
+
+def _is_link(path: str) -> bool:
+    try:
+        return S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _remove_directory(path: str) -> None:

@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +17,7 @@ from app.images import buildkit
 from storage import Registry, StorageDriver, mediatypes, paths, usage
 from storage.digest import Digest
 from storage.driver import Busy, PathNotFound
+from storage.drivers import FilesystemDriver
 from storage.errors import ManifestBlobUnknown
 from storage.gc import collector, inventory, state, sweep, touch
 from storage.gc.config import UploadPurging
@@ -532,3 +536,35 @@ async def test_an_inventory_without_times_lists_the_same_links(registry: Registr
         t: (i.digest, i.history) for t, i in timed.tags.items()
     }
     assert listed.tags["torn"].digest is None and Digest.parse(first) in listed.tags["moved"].history
+
+
+def hashlib_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+@pytest.mark.parametrize("offline", [True, False], ids=["offline", "online"])
+async def test_a_symlinked_blob_directory_loses_its_link_not_what_it_points_at(
+    root: str, tmp_path: Path, offline: bool
+) -> None:
+    """Issue: a blob directory moved elsewhere and symlinked back was swept as `<dir>/data` then
+    `<dir>`, which removed the file outside the root (online when the trash was emptied). As
+    registry:2's RemoveAll: the link goes, the target stays."""
+    driver = FilesystemDriver(root)
+    registry = Registry(driver)
+    info = await registry.put_blob("r", hashlib_digest(b"garbage"), _once(b"garbage"), 7)  # in no manifest
+    blob_dir = os.path.join(root, paths.blob_dir(info.digest))
+    elsewhere = tmp_path / "elsewhere"
+    os.rename(blob_dir, elsewhere)
+    os.symlink(elsewhere, blob_dir)
+    age(driver, 2 * HOUR)
+    stale = time.time() - 2 * HOUR
+    os.utime(elsewhere / "data", (stale, stale))  # os.walk (age) does not follow the link
+    for _ in range(2):  # online: the second run empties the first one's trash
+        await collect(driver, offline=offline, grace=0.0 if offline else HOUR)
+    assert not os.path.lexists(blob_dir)
+    assert (elsewhere / "data").read_bytes() == b"garbage"
+    await registry.close()
