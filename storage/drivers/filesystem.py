@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from stat import S_ISDIR, S_ISLNK
+from stat import S_ISDIR, S_ISLNK, S_ISREG
 from typing import ParamSpec, TypeVar
 
 import aiofiles.os
@@ -80,15 +80,8 @@ class FilesystemDriver:
     # -- content -------------------------------------------------------------------------------
 
     async def get_content(self, path: str, limit: int | None = None) -> bytes:
-        full = self.full(path)
+        fd, size = _open_content(self.full(path), path)
         try:
-            fd = os.open(full, os.O_RDONLY)
-        except _MISSING:
-            raise PathNotFound(path) from None
-        except IsADirectoryError:
-            raise PathNotFound(path) from None
-        try:
-            size = os.fstat(fd).st_size
             want = size if limit is None else min(size, limit + 1)
             if want <= INLINE_READ:
                 return _read_all(fd, want)
@@ -156,11 +149,8 @@ class FilesystemDriver:
     # -- readers and writers -------------------------------------------------------------------
 
     async def reader(self, path: str) -> FileReader:
-        try:
-            fd = os.open(self.full(path), os.O_RDONLY)
-        except (*_MISSING, IsADirectoryError):
-            raise PathNotFound(path) from None
-        return FileReader(fd, os.fstat(fd).st_size, self)
+        fd, size = _open_content(self.full(path), path)
+        return FileReader(fd, size, self)
 
     async def writer(self, path: str, *, create: bool = False) -> FileWriter:
         full = self.full(path)
@@ -519,6 +509,20 @@ def _call(fn: Callable[..., T], /, *args: object, **kwargs: object) -> T:
 
 # One aiofiles wrapper made once: making one per call (aiofiles.os.wrap(fn)) costs more than the hop.
 _in_pool = aiofiles.os.wrap(_call)
+
+
+def _open_content(full: str, path: str) -> tuple[int, int]:
+    """An open descriptor of the regular file at ``full``, and its size. PathNotFound for anything
+    else there (a directory, a FIFO, a device, hand-made in the tree, hold no content) or nothing."""
+    try:
+        fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO's open would wait for a writer
+    except (*_MISSING, IsADirectoryError):
+        raise PathNotFound(path) from None
+    st = os.fstat(fd)
+    if not S_ISREG(st.st_mode):  # opening a directory read-only succeeds: only its reads fail
+        os.close(fd)
+        raise PathNotFound(path)
+    return fd, st.st_size
 
 
 def _read_all(fd: int, size: int) -> bytes:

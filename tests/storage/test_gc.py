@@ -18,9 +18,10 @@ from storage import Registry, StorageDriver, mediatypes, paths, usage
 from storage.digest import Digest
 from storage.driver import Busy, PathNotFound
 from storage.drivers import FilesystemDriver
-from storage.errors import ManifestBlobUnknown
+from storage.errors import ManifestBlobUnknown, ManifestUnknown
 from storage.gc import collector, inventory, state, sweep, touch
 from storage.gc.config import UploadPurging
+from storage.names import Name
 from tests.storage.gctree import HOUR, age, blob_ok, collect, manifest_ok, push, varied_cache
 
 
@@ -567,4 +568,23 @@ async def test_a_symlinked_blob_directory_loses_its_link_not_what_it_points_at(
         await collect(driver, offline=offline, grace=0.0 if offline else HOUR)
     assert not os.path.lexists(blob_dir)
     assert (elsewhere / "data").read_bytes() == b"garbage"
+    await registry.close()
+
+
+@pytest.mark.parametrize("odd", ["directory", "fifo"])
+async def test_a_directory_or_fifo_where_a_link_belongs_reads_as_no_link(root: str, odd: str) -> None:
+    """Issue: a directory where a tag's link belongs made the tag's GET a 500 and every collection
+    fail (opening a directory read-only succeeds; its read does not); a FIFO hung both for good."""
+    driver = FilesystemDriver(root)
+    registry = Registry(driver)
+    await push(registry, "r", buildkit.single_image(marker="one"), "v1")
+    await push(registry, "r", buildkit.single_image(marker="two"), "v2")
+    link = os.path.join(root, paths.tag_current_link(Name.parse("r"), "v1"))
+    os.unlink(link)
+    os.mkdir(link) if odd == "directory" else os.mkfifo(link)
+    with pytest.raises(ManifestUnknown):
+        await asyncio.wait_for(registry.get_manifest("r", "v1"), 30)
+    report = await asyncio.wait_for(collect(driver, offline=True, delete_untagged=True), 60)
+    assert report.manifests_deleted == 1  # v1's manifest: no tag reaches it now
+    assert await manifest_ok(registry, "r", "v2")
     await registry.close()
