@@ -178,7 +178,13 @@ class Collection:
             if self.settings.uploads is not None and not self.settings.uploads.dryrun:
                 saved.uploads_purged_ns = self.t0_ns
         saved.add(self.report.summary() | {"generation": saved.generation})
-        await state.save(self.driver, saved)
+        try:
+            # A dry run records itself too: a policy's first run is dry, and this one counts as it
+            await state.save(self.driver, saved)
+        except OSError as exc:
+            if not self.dry:
+                raise
+            log.warning("dry run not recorded (%s): a new retention policy stays dry on the next run", exc)
         return self.report
 
     # -- per repository --------------------------------------------------------------------------

@@ -60,13 +60,19 @@ async def load(driver: StorageDriver) -> State:
         return State()
     if not isinstance(raw, dict):
         return State()
-    return State(
-        int(raw.get("generation", 0)),
-        list(raw.get("runs", [])),
-        [str(p) for p in raw.get("policies", [])],
-        int(raw.get("uploads_purged_ns", 0)),
-        {str(k): int(v) for k, v in dict(raw.get("totals", {})).items()},
-    )
+    try:
+        runs = raw.get("runs", [])
+        return State(
+            int(raw.get("generation", 0)),
+            [run for run in runs if isinstance(run, dict)] if isinstance(runs, list) else [],
+            [str(p) for p in raw.get("policies", [])],
+            int(raw.get("uploads_purged_ns", 0)),
+            {str(k): int(v) for k, v in dict(raw.get("totals", {})).items()},
+        )
+    except (TypeError, ValueError):
+        # Edited by hand or cut short: a state nobody can read is no reason to stop collecting
+        log.warning("%s is not Kura's state; starting from none", STATE)
+        return State()
 
 
 async def save(driver: StorageDriver, state: State) -> None:

@@ -588,3 +588,30 @@ async def test_a_directory_or_fifo_where_a_link_belongs_reads_as_no_link(root: s
     assert report.manifests_deleted == 1  # v1's manifest: no tag reaches it now
     assert await manifest_ok(registry, "r", "v2")
     await registry.close()
+
+
+@pytest.mark.parametrize(
+    "garbage", ['{"generation": "x"}', '{"runs": 5}', '{"runs": [5]}', '{"policies": 7}', '{"totals": {"a": "b"}}']
+)
+async def test_a_state_file_nobody_can_read_is_no_state(driver: StorageDriver, garbage: str) -> None:
+    """Issue: a corrupt kura/gc/state.json made every collection fail, offline and online."""
+    await driver.put_content(state.STATE, garbage.encode())
+    assert await state.load(driver) == state.State()
+    await collect(driver, offline=True)
+    assert (await state.load(driver)).runs  # the run that followed was recorded
+
+
+async def test_a_dry_run_on_a_read_only_root_still_reports(
+    driver: StorageDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue: a dry run records itself in kura/gc/state.json; on a read-only root that write failed
+    the run, with a traceback, and the report was never printed."""
+
+    async def read_only(*_: object) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(state, "save", read_only)
+    report = await collect(driver, offline=True, dry_run=True)
+    assert report.dry_run
+    with pytest.raises(OSError):  # a real run must say its record failed
+        await collect(driver, offline=True)
