@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 _UNITS = {
     "": 1,
@@ -18,13 +19,14 @@ _UNITS = {
 }
 
 
-def parse(text: str | int) -> int:
-    if isinstance(text, int):
+def parse(text: object) -> int:
+    """Bytes in ``text``; ValueError for anything but a size (a float, a boolean, a list...)."""
+    if isinstance(text, int) and not isinstance(text, bool) and text >= 0:
         return text
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text) if isinstance(text, str) else None
     if match is None or match[2].lower() not in _UNITS:
         raise ValueError(f"invalid size {text!r} (examples: 500MiB, 10GB)")
-    return int(float(match[1]) * _UNITS[match[2].lower()])
+    return int(Fraction(match[1]) * _UNITS[match[2].lower()])  # exact: no float to overflow
 
 
 def render(size: int) -> str:

@@ -23,6 +23,7 @@ kept across restarts).
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -49,9 +50,15 @@ async def publish(driver: StorageDriver, grace: float) -> None:
 async def published(driver: StorageDriver) -> float:
     """The longest touch interval (seconds) a server on this root announced; 0 when none did."""
     try:
-        return float((await driver.get_content(INTERVAL, 64)).decode("ascii"))
-    except (PathNotFound, UnicodeDecodeError, ValueError):
+        interval = float((await driver.get_content(INTERVAL, 64)).decode("ascii"))
+    except PathNotFound:
         return 0.0
+    except (UnicodeDecodeError, ValueError):
+        interval = math.nan
+    if not 0 <= interval <= DEFAULT_GRACE * 1000:
+        # Not what a server writes (edited by hand?): assume the default's, so no grace comes out short
+        return DEFAULT_GRACE / DIVISOR
+    return interval
 
 
 def stripe(digest: Digest) -> str:

@@ -110,6 +110,18 @@ def test_the_kura_section_and_upload_purging(tmp_path: Path) -> None:
         "kura:\n  retention:\n    - keep: []\n",
         "kura:\n  retention:\n    - keep:\n        - mostrecent: 3\n",  # a misspelt rule keeps nothing: refused
         "kura:\n  retention:\n    - keep:\n        - tags: '('\n",
+        # Each of these escaped validation as a traceback (or, infinite, broke every worker's start)
+        "kura:\n  gc:\n    grace: .inf\n",
+        "kura:\n  gc:\n    grace: .nan\n",
+        "kura:\n  gc:\n    grace: true\n",
+        "kura:\n  gc:\n    grace: [1, 2]\n",
+        f"kura:\n  gc:\n    grace: 1{'0' * 400}\n",
+        f"kura:\n  gc:\n    grace: 1{'0' * 310}h\n",
+        "storage:\n  maintenance:\n    uploadpurging:\n      age: .inf\n",
+        "kura:\n  retention:\n    - keep:\n        - pushedwithin: [1]\n",
+        "kura:\n  retention:\n    - sizecap: 1.5\n",
+        "kura:\n  retention:\n    - sizecap: .inf\n",
+        "kura:\n  retention:\n    - sizecap: [1]\n",
     ],
 )
 def test_bad_kura_sections_are_refused(tmp_path: Path, text: str) -> None:
