@@ -217,6 +217,26 @@ def apply_env(document: dict[str, Any], environ: Mapping[str, str]) -> dict[str,
     return document
 
 
+MAX_VALUES = 100_000  # a config.yml has a few hundred
+
+
+def _expanded_size(node: object) -> int:
+    """How many values ``node`` holds once its shared (aliased) parts are counted at each use: each
+    distinct node's size is computed once, so a bomb costs no more than its text."""
+    sizes: dict[int, int] = {}
+
+    def size(value: object) -> int:
+        if not isinstance(value, dict | list):
+            return 1
+        known = sizes.get(id(value))
+        if known is None:
+            children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+            known = sizes[id(value)] = 1 + sum(size(child) for child in children)
+        return known
+
+    return size(node)
+
+
 def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     environ = os.environ if environ is None else environ
     path = path or environ.get(CONFIG_PATH_ENV) or None
@@ -225,12 +245,19 @@ def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> S
         try:
             with open(path, encoding="utf-8") as f:
                 loaded = yaml.safe_load(f)
+            expanded = _expanded_size(loaded)
         except OSError as exc:
             raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise ConfigError(f"configuration {path} is not valid YAML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"configuration {path} is nested too deeply") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"configuration {path} must be a mapping")
+        if expanded > MAX_VALUES:
+            # YAML aliases share one node where they are used; everything that walks the settings
+            # (validation, the copy to each worker) expands them: "billion laughs"
+            raise ConfigError(f"configuration {path} expands to more than {MAX_VALUES} values (YAML aliases)")
         document = loaded or {}
     document = apply_env(document, environ)
     _refuse_unsupported(document)

@@ -165,3 +165,25 @@ def test_headers_take_a_lone_string_or_a_list(tmp_path: Path) -> None:
     config = tmp_path / "c.yml"
     config.write_text("http:\n  headers:\n    X-A: one\n    X-B: [two, three]\n")
     assert load(str(config), environ={}).http.headers == {"X-A": ["one"], "X-B": ["two", "three"]}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"\xff\xfe\x00bin", "not valid YAML"),
+        (b"a: " + b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+        (
+            b"a0: &a0 [x, x, x, x, x, x, x, x, x]\n"
+            + b"".join(b"a%d: &a%d [%s]\n" % (i, i, b", ".join([b"*a%d" % (i - 1)] * 9)) for i in range(1, 10))
+            + b"http:\n  headers:\n    X: *a9\n",
+            "expands to more than",
+        ),
+    ],
+    ids=["not-utf8", "deep", "alias-bomb"],
+)
+def test_a_config_that_cannot_be_read_sensibly_is_one_clear_error(tmp_path: Path, text: bytes, message: str) -> None:
+    """Each was a traceback; the alias bomb (10 levels of 9) grew a worker past a gigabyte."""
+    config = tmp_path / "config.yml"
+    config.write_bytes(text)
+    with pytest.raises(ConfigError, match=message):
+        load(str(config), {})
