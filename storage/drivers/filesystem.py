@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import shutil
 import threading
@@ -50,6 +51,7 @@ WALK_BATCH = 1000
 REMOVERS = 16
 REMOVAL_CHUNK = 32  # paths per thread, at least: fewer are not worth a hop
 _MISSING = (FileNotFoundError, NotADirectoryError)
+log = logging.getLogger("kura.storage")
 
 
 class FilesystemDriver:
@@ -267,6 +269,9 @@ class FilesystemDriver:
                 moved.append(True)
             except PathNotFound:
                 moved.append(False)
+            except PermissionError as exc:  # as in _delete_all: this one stays, the others move
+                log.warning("cannot move %s: %s", source, exc.strerror)
+                moved.append(False)
         return moved
 
     async def delete_many(self, paths: Sequence[str]) -> None:
@@ -293,6 +298,10 @@ class FilesystemDriver:
                     os.unlink(full)
             except IsADirectoryError:
                 _remove_directory(full)
+            except PermissionError as exc:
+                # One item that cannot go (chattr +i, a read-only mount below the root) must not stop
+                # the sweep of the rest: it stays, and says so
+                log.warning("cannot remove %s: %s", path, exc.strerror)
             except OSError as exc:
                 if exc.errno == errno.ENOTEMPTY:
                     _remove_tree(full)

@@ -615,3 +615,26 @@ async def test_a_dry_run_on_a_read_only_root_still_reports(
     assert report.dry_run
     with pytest.raises(OSError):  # a real run must say its record failed
         await collect(driver, offline=True)
+
+
+async def test_what_cannot_be_removed_stays_and_the_rest_goes(root: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue: one blob that could not be removed (chattr +i, a read-only mount below the root) stopped
+    the whole sweep with a traceback, and the run was not recorded."""
+    driver = FilesystemDriver(root)
+    registry = Registry(driver)
+    kept, going = [await registry.put_blob("r", hashlib_digest(d), _once(d), 1) for d in (b"a", b"b")]
+    stuck = os.path.join(root, paths.blob_data(kept.digest))
+    unlink = os.unlink
+
+    def refusing(path: str, *, dir_fd: int | None = None) -> None:
+        where = path if dir_fd is None else os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), path)
+        if where == stuck:  # as the kernel refuses an immutable file (shutil.rmtree unlinks by dir_fd)
+            raise PermissionError(1, "Operation not permitted", path)
+        unlink(path, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "unlink", refusing)
+    age(driver, 2 * HOUR)
+    await collect(driver, offline=True)
+    assert os.path.exists(stuck) and not os.path.exists(os.path.join(root, paths.blob_data(going.digest)))
+    assert (await state.load(driver)).runs
+    await registry.close()
