@@ -189,10 +189,13 @@ async def restore(registry: Registry, name: str, tag: str, digest: str) -> None:
     if registry.options.read_only:
         raise ReadOnly("the registry is in read-only mode")
     wanted = Digest.parse(digest)
-    entry = next((e for e in await history(registry, name, tag) if e.digest == wanted), None)
-    if entry is None or not entry.present:
-        raise ManifestUnknown("manifest unknown", {"tag": tag, "digest": digest})
-    await tags.point(registry.driver, Name.parse(name), tag, wanted)
+    # Under the manifest's shared stripe, as a PUT tags it: a delete of it by digest (which holds the
+    # stripe exclusively) ends wholly before the look or after the tag points
+    async with registry.observer.held(wanted):
+        entry = next((e for e in await history(registry, name, tag) if e.digest == wanted), None)
+        if entry is None or not entry.present:
+            raise ManifestUnknown("manifest unknown", {"tag": tag, "digest": digest})
+        await tags.point(registry.driver, Name.parse(name), tag, wanted)
 
 
 async def gc_runs(registry: Registry) -> list[dict[str, object]]:

@@ -28,6 +28,11 @@ async def resolve(driver: StorageDriver, name: Name, tag: str) -> Digest | None:
     return await links.read(driver, paths.tag_current_link(name, tag))
 
 
+def moving_refused(tag: str) -> str:
+    """Why a create-only push may not move ``tag`` (the auth layer's early look says the same)."""
+    return f"tag {tag} exists and you may create tags but not move them"
+
+
 async def point(driver: StorageDriver, name: Name, tag: str, digest: Digest, *, create_only: bool = False) -> None:
     """Point the tag at ``digest``; ``create_only``: TagExists if it names another manifest (decided
     under the tag lock, so two such pushes racing for a new tag cannot both win)."""
@@ -35,7 +40,7 @@ async def point(driver: StorageDriver, name: Name, tag: str, digest: Digest, *, 
         current = paths.tag_current_link(name, tag)
         before = await links.read(driver, current)
         if create_only and before not in (None, digest):
-            raise TagExists(f"tag {tag} exists and you may create tags but not move them", {"tag": tag})
+            raise TagExists(moving_refused(tag), {"tag": tag})
         # Write order as registry:2's tagstore: the history entry first, then the current link. A
         # crash in between leaves the tag where it was, with a harmless extra history entry.
         await links.ensure(driver, paths.tag_index_link(name, tag, digest), digest)

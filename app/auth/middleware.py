@@ -32,7 +32,7 @@ from app.auth.tokenserver import TokenEndpoint
 from app.observe import QUERY_KEY, USER_KEY
 from app.routes.uploads import mount_of
 from storage import MAX_MANIFEST_SIZE as MAX_SIZE
-from storage import Registry
+from storage import Registry, tags
 from storage.errors import StorageError
 
 log = logging.getLogger("kura.auth")
@@ -309,8 +309,7 @@ class AuthMiddleware:
             return receive, None  # no such tag (or repository): creating it is allowed
         body, replay = await _buffered(receive)
         if body is None or "sha256:" + hashlib.sha256(body).hexdigest() != str(current.digest):
-            message = f"tag {need.reference} exists and you may create tags but not move them"
-            return replay, challenge.denied(found, message)
+            return replay, challenge.denied(found, tags.moving_refused(need.reference))
         return replay, None
 
 

@@ -40,7 +40,10 @@ class RemoteSource:
         return r.content, media_type, digest
 
     def unreadable(self, exc: Exception) -> str | None:
-        return f"HTTP {exc.response.status_code}" if isinstance(exc, httpx.HTTPStatusError) else None
+        # 404 only: a 401, 429 or 5xx says nothing about the child, and stops the inspect as any failure
+        if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 404:
+            return "HTTP 404"
+        return None
 
     async def blob(self, name: str, digest: str) -> bytes | None:
         async with self.client.stream("GET", f"/v2/{name}/blobs/{digest}") as r:

@@ -81,7 +81,7 @@ _FIELD_VALUE = re.compile(r"[\t\x20-\x7e]*")
 def _header_value(name: str, value: Any) -> Any:
     # Go reads the YAML text into a string; PyYAML has already typed it, so numbers are put back and
     # booleans (yes, no, on, off, ...), whose text is lost, must be quoted.
-    if not _FIELD_NAME.fullmatch(name):
+    if not isinstance(name, str) or not _FIELD_NAME.fullmatch(name):
         raise ValueError(f"headers: {name!r} is not a header name")
     if isinstance(value, bool):
         raise ValueError(f"headers.{name}: YAML reads this value as a boolean; quote it")

@@ -37,6 +37,9 @@ RESCAN = 5.0  # least seconds between re-listings of a non-empty spool, which al
 log = logging.getLogger("kura.notifications")
 
 
+MAX_REDIRECTS = 10  # as Go's http.Client
+
+
 class Delivery:
     def __init__(
         self,
@@ -76,7 +79,7 @@ class Delivery:
         async with httpx.AsyncClient(
             headers=headers,
             timeout=None,  # the endpoint's own timeout bounds each POST (asyncio.timeout in _send)
-            follow_redirects=True,
+            follow_redirects=False,  # followed in _send, whose answers' bodies are never read
             transport=self.transport,
             trust_env=not _loopback(self.endpoint.url),  # Go never proxies loopback either
         ) as client:
@@ -143,9 +146,16 @@ class Delivery:
         request = client.build_request("POST", self.endpoint.url, content=body, headers={"Content-Type": MEDIA_TYPE})
         try:
             async with asyncio.timeout(self.endpoint.effective_timeout):
-                # Only the status counts; the body is never read (as registry:2), whatever its size
-                response = await client.send(request, stream=True)
-                await response.aclose()
+                # Only the status counts: no answer's body is read (as registry:2), whatever its size,
+                # a redirect's included (httpx reads those when it follows them itself)
+                for _ in range(MAX_REDIRECTS + 1):
+                    response = await client.send(request, stream=True)
+                    await response.aclose()
+                    if response.next_request is None:
+                        break
+                    request = response.next_request
+                else:
+                    raise httpx.TooManyRedirects(f"over {MAX_REDIRECTS} redirects", request=request)
         except (httpx.HTTPError, TimeoutError) as exc:
             self.stats.unanswered()
             log.warning("notifications: endpoint %s: %s", self.endpoint.name, _describe(exc))

@@ -51,6 +51,8 @@ WALK_BATCH = 1000
 REMOVERS = 16
 REMOVAL_CHUNK = 32  # paths per thread, at least: fewer are not worth a hop
 _MISSING = (FileNotFoundError, NotADirectoryError)
+# What an item that cannot be removed or moved raises: immutable, a read-only mount, a mount point
+_STAYS = frozenset({errno.EPERM, errno.EACCES, errno.EROFS, errno.EBUSY})
 log = logging.getLogger("kura.storage")
 
 
@@ -269,7 +271,9 @@ class FilesystemDriver:
                 moved.append(True)
             except PathNotFound:
                 moved.append(False)
-            except PermissionError as exc:  # as in _delete_all: this one stays, the others move
+            except OSError as exc:  # as in _delete_all: this one stays, the others move
+                if exc.errno not in (*_STAYS, errno.EXDEV):
+                    raise
                 log.warning("cannot move %s: %s", source, exc.strerror)
                 moved.append(False)
         return moved
@@ -296,19 +300,24 @@ class FilesystemDriver:
                     os.unlink(self.full(following))
                 else:
                     os.unlink(full)
-            except IsADirectoryError:
-                _remove_directory(full)
-            except PermissionError as exc:
-                # One item that cannot go (chattr +i, a read-only mount below the root) must not stop
-                # the sweep of the rest: it stays, and says so
-                log.warning("cannot remove %s: %s", path, exc.strerror)
             except OSError as exc:
-                if exc.errno == errno.ENOTEMPTY:
-                    _remove_tree(full)
-                elif exc.errno == errno.ENOTDIR:
-                    os.unlink(full)
-                elif exc.errno != errno.ENOENT:
-                    raise
+                try:
+                    if isinstance(exc, IsADirectoryError):
+                        _remove_directory(full)
+                    elif exc.errno in _STAYS:
+                        raise
+                    elif exc.errno == errno.ENOTEMPTY:
+                        _remove_tree(full)
+                    elif exc.errno == errno.ENOTDIR:
+                        os.unlink(full)
+                    elif exc.errno != errno.ENOENT:
+                        raise
+                except OSError as stuck:
+                    if stuck.errno not in _STAYS:
+                        raise
+                    # One item that cannot go (chattr +i, a read-only mount below the root) must not
+                    # stop the sweep of the rest: it stays, and says so
+                    log.warning("cannot remove %s: %s", path, stuck.strerror)
             previous = path
 
     def _delete(self, full: str, path: str) -> None:

@@ -56,7 +56,7 @@ class State:
 async def load(driver: StorageDriver) -> State:
     try:
         raw = json.loads(await driver.get_content(STATE))
-    except (PathNotFound, ValueError):
+    except (PathNotFound, ValueError, RecursionError):
         return State()
     if not isinstance(raw, dict):
         return State()
@@ -69,7 +69,7 @@ async def load(driver: StorageDriver) -> State:
             int(raw.get("uploads_purged_ns", 0)),
             {str(k): int(v) for k, v in dict(raw.get("totals", {})).items()},
         )
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         # Edited by hand or cut short: a state nobody can read is no reason to stop collecting
         log.warning("%s is not Kura's state; starting from none", STATE)
         return State()

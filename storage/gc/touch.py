@@ -55,7 +55,7 @@ async def published(driver: StorageDriver) -> float:
         return 0.0
     except (UnicodeDecodeError, ValueError):
         interval = math.nan
-    if not 0 <= interval <= DEFAULT_GRACE * 1000:
+    if not 0 <= interval < math.inf:  # NaN fails too; a large interval is the safe direction
         # Not what a server writes (edited by hand?): assume the default's, so no grace comes out short
         return DEFAULT_GRACE / DIVISOR
     return interval

@@ -147,6 +147,7 @@ def test_settings_survive_the_json_hand_off_to_workers() -> None:
         ([{"name": "a", "url": "http://x/", "timeout": "99999999999h"}], "out of range"),
         ([{"name": "a", "url": "http://x/", "maxbackoff": 10**20}], "out of range"),
         ([{"name": "a", "url": "http://x/", "headers": {"Bad Name": ["x"]}}], "'Bad Name' is not a header name"),
+        ([{"name": "a", "url": "http://x/", "headers": {1: ["x"]}}], "is not a header name"),
         ([{"name": "a", "url": "http://x/", "headers": {"X-V": ["caf\u00e9"]}}], "visible ASCII"),
         ([{"name": "a", "url": "http://x/", "headers": {"X-V": ["a\r\nX-Injected: 1"]}}], "visible ASCII"),
         ([{"name": "n" * 256, "url": "http://x/"}], r"endpoints\[0\]\.name is too long"),

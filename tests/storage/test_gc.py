@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -591,7 +592,17 @@ async def test_a_directory_or_fifo_where_a_link_belongs_reads_as_no_link(root: s
 
 
 @pytest.mark.parametrize(
-    "garbage", ['{"generation": "x"}', '{"runs": 5}', '{"runs": [5]}', '{"policies": 7}', '{"totals": {"a": "b"}}']
+    "garbage",
+    [
+        '{"generation": "x"}',
+        '{"runs": 5}',
+        '{"runs": [5]}',
+        '{"policies": 7}',
+        '{"totals": {"a": "b"}}',
+        '{"generation": 1e400}',
+        '{"totals": {"runs": Infinity}}',
+        "[" * 100_000 + "]" * 100_000,
+    ],
 )
 async def test_a_state_file_nobody_can_read_is_no_state(driver: StorageDriver, garbage: str) -> None:
     """Issue: a corrupt kura/gc/state.json made every collection fail, offline and online."""
@@ -617,7 +628,10 @@ async def test_a_dry_run_on_a_read_only_root_still_reports(
         await collect(driver, offline=True)
 
 
-async def test_what_cannot_be_removed_stays_and_the_rest_goes(root: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("error", [errno.EPERM, errno.EROFS], ids=["immutable", "read-only-mount"])
+async def test_what_cannot_be_removed_stays_and_the_rest_goes(
+    root: str, monkeypatch: pytest.MonkeyPatch, error: int
+) -> None:
     """Issue: one blob that could not be removed (chattr +i, a read-only mount below the root) stopped
     the whole sweep with a traceback, and the run was not recorded."""
     driver = FilesystemDriver(root)
@@ -628,8 +642,8 @@ async def test_what_cannot_be_removed_stays_and_the_rest_goes(root: str, monkeyp
 
     def refusing(path: str, *, dir_fd: int | None = None) -> None:
         where = path if dir_fd is None else os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), path)
-        if where == stuck:  # as the kernel refuses an immutable file (shutil.rmtree unlinks by dir_fd)
-            raise PermissionError(1, "Operation not permitted", path)
+        if where == stuck:  # as the kernel refuses it (shutil.rmtree unlinks by dir_fd)
+            raise OSError(error, os.strerror(error), path)
         unlink(path, dir_fd=dir_fd)
 
     monkeypatch.setattr(os, "unlink", refusing)
@@ -638,3 +652,13 @@ async def test_what_cannot_be_removed_stays_and_the_rest_goes(root: str, monkeyp
     assert os.path.exists(stuck) and not os.path.exists(os.path.join(root, paths.blob_data(going.digest)))
     assert (await state.load(driver)).runs
     await registry.close()
+
+
+@pytest.mark.parametrize(("text", "interval"), [("450000000", 450_000_000.0), ("nan", 1800.0), ("-5", 1800.0)])
+async def test_a_published_touch_interval_is_trusted_unless_it_is_no_interval(
+    driver: StorageDriver, text: str, interval: float
+) -> None:
+    """A large interval (a grace of years) is what a server wrote and is the safe side; only what is
+    no interval at all counts as the default's."""
+    await driver.put_content(touch.INTERVAL, text.encode())
+    assert await touch.published(driver) == interval
