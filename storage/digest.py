@@ -83,6 +83,11 @@ def new_hasher(algorithm: str) -> Hasher:
     return hashlib.new(algorithm)
 
 
+def well_formed_digest(text: str) -> bool:
+    """Whether ``text`` follows the OCI digest grammar (whatever its algorithm)."""
+    return _GRAMMAR.fullmatch(text) is not None
+
+
 def looks_like_digest(text: str) -> bool:
     """True when ``text`` is shaped like a digest (a tag can never contain ':')."""
     return ":" in text

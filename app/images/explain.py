@@ -14,12 +14,11 @@ from typing import Any, Protocol
 
 from app.images import buildkit
 from storage import Registry, mediatypes
+from storage.digest import well_formed_digest
 from storage.errors import StorageError
 
 CONFIG_LIMIT = 1 << 20  # configs are small; never read more than this of one
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# The OCI digest grammar. Storage reads anything else as a tag: an index's child must never be looked up by one.
-DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 # JSON may carry a lone surrogate ("\ud800"), which UTF-8 cannot encode.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -170,7 +169,7 @@ async def _describe_manifest(
 async def _describe_child(source: Source, name: str, child: dict[str, Any], now: datetime) -> Entry:
     """An index's manifest child; one the source cannot read is an ``unreadable`` entry saying why."""
     digest = _raw(child.get("digest"))
-    if not DIGEST.fullmatch(digest):
+    if not well_formed_digest(digest):  # storage reads anything else as a tag: a child is never looked up by one
         return Entry(digest, _raw(child.get("mediaType")), "unreadable", problem="its digest is not a valid digest")
     try:
         body, media_type, digest = await source.manifest(name, digest)
